@@ -1,0 +1,34 @@
+# airpeer: every target installs what it needs first (uv, venvs, Airflow), so a fresh clone works.
+# Pieces live in mk/*.mk, one file per concern:
+#   mk/env.mk    install: uv, .venv (Airflow 3.3 + Dagster + dbt + airpeer), .venvs/airflow2 (Airflow 2.11)
+#   mk/demo.mk   demo, run-dag, clean, screenshots (examples/tutorial)
+#   mk/bench.mk  bench, bench-tiny (benchmarks/)
+#   mk/soak.mk   soak (reliability soak run)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+
+include $(sort $(wildcard $(ROOT)/mk/*.mk))
+
+.PHONY: help lint typecheck test test-unit
+
+help:
+	@echo "make demo    - the peered tutorial: Airflow 3.3 on :8080, Dagster on :3000 (Ctrl-C stops both)"
+	@echo "make test    - lint, types and the whole suite, real Airflow 2.11 and 3.3 included"
+	@echo "make bench   - benchmarks against real Airflow, writes BENCHMARKS.md"
+	@echo "make soak    - long reliability run, appends its figures to BENCHMARKS.md"
+
+lint: install
+	$(VENV_BIN)/ruff check .
+	$(VENV_BIN)/ruff format --check src tests
+
+typecheck: install
+	$(VENV_BIN)/mypy
+
+test-unit: install
+	$(VENV_BIN)/pytest -m "not integration" -q
+
+# The whole suite: unit tests, real Airflow 2.11 and 3.3, the real dagster-daemon, the tutorial end to end,
+# the browser check and the benchmark harness at tiny size.
+test: lint typecheck
+	$(VENV_BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
