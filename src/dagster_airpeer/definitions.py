@@ -1,0 +1,183 @@
+"""`build_defs_from_airflow_instance`: the one call that peers an Airflow instance with a code location."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from .airflow.errors import AirflowConfigError
+from .airflow.instance import AirflowInstance
+from .airflow.models import Dag
+from .airflow.ui_urls import dag_ui_url
+from .events import RUN_STATUS_CHECK_NAME
+from .registry import PeeredInstance, register
+from .sensor import DagAssetResolver, SensorSettings, build_dag_run_sensor
+from .snapshot import AirflowSnapshot, default_snapshot_dir, load_snapshot
+from .translator import DagsterAirflowTranslator
+
+
+def _run_status_checks(instance_name: str, keys: Sequence[dg.AssetKey]) -> dg.AssetChecksDefinition:
+    specs = [
+        dg.AssetCheckSpec(
+            name=RUN_STATUS_CHECK_NAME,
+            asset=key,
+            description="Reported by the airpeer sensor: passes when an Airflow run of this DAG succeeds, "
+            "fails when one fails. Not executable from Dagster: trigger the DAG in Airflow.",
+        )
+        for key in keys
+    ]
+
+    @dg.multi_asset_check(name=f"{instance_name}__airflow_run_status", specs=specs, can_subset=True)
+    def _airflow_run_status() -> dg.AssetCheckResult:
+        raise dg.Failure(
+            description=(
+                f"`{RUN_STATUS_CHECK_NAME}` is reported by the airpeer sensor from Airflow instance "
+                f"'{instance_name}' each time a DAG run ends; it cannot be executed from Dagster. Trigger the "
+                "DAG in Airflow instead."
+            )
+        )
+
+    return _airflow_run_status
+
+
+def _user_checks_by_asset(
+    defs: dg.Definitions | None, dag_keys: set[dg.AssetKey]
+) -> dict[dg.AssetKey, tuple[dg.AssetCheckKey, ...]]:
+    found: dict[dg.AssetKey, list[dg.AssetCheckKey]] = {}
+    for checks_def in (defs.asset_checks or []) if defs is not None else []:
+        if not isinstance(checks_def, dg.AssetChecksDefinition):
+            continue
+        for check_key in checks_def.check_keys:
+            if check_key.asset_key in dag_keys and check_key.name != RUN_STATUS_CHECK_NAME:
+                found.setdefault(check_key.asset_key, []).append(check_key)
+    return {key: tuple(checks) for key, checks in found.items()}
+
+
+def _asset_specs(
+    snapshot: AirflowSnapshot,
+    dags: Sequence[Dag],
+    instance_name: str,
+    translator: DagsterAirflowTranslator,
+) -> tuple[list[dg.AssetSpec], dict[str, dg.AssetKey]]:
+    specs: list[dg.AssetSpec] = []
+    keys: dict[str, dg.AssetKey] = {}
+    owners_of_key: dict[dg.AssetKey, str] = {}
+    for dag in dags:
+        spec = translator.get_asset_spec(
+            instance_name,
+            dag,
+            dag_url=dag_ui_url(snapshot.webserver_url, snapshot.api_version, dag.dag_id),
+            source=snapshot.sources.get(dag.dag_id),
+        )
+        clash = owners_of_key.get(spec.key)
+        if clash is not None:
+            raise AirflowConfigError(
+                f"DAGs '{clash}' and '{dag.dag_id}' of Airflow instance '{instance_name}' map to the same asset "
+                f"key {spec.key.to_user_string()!r}; make the translator's get_asset_key() tell them apart."
+            )
+        owners_of_key[spec.key] = dag.dag_id
+        specs.append(spec)
+        keys[dag.dag_id] = spec.key
+    return specs, keys
+
+
+def build_defs_from_airflow_instance(
+    *,
+    airflow_instance: AirflowInstance,
+    defs: dg.Definitions | None = None,
+    dag_selector_fn: Callable[[Dag], bool] | None = None,
+    translator: DagsterAirflowTranslator | None = None,
+    sensor_minimum_interval_seconds: int = 30,
+    default_sensor_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    lookback: timedelta = timedelta(days=1),
+    late_commit_window: timedelta = timedelta(minutes=5),
+    tick_time_budget_seconds: float = 8.0,
+    max_runs_per_tick: int = 5000,
+    show_dag_source: bool = False,
+    snapshot_dir: str | Path | None = None,
+) -> dg.Definitions:
+    """Peer an Airflow instance: one external asset per DAG and a sensor that records every run that ends.
+
+    Args:
+        airflow_instance: the Airflow instance to peer (Airflow 2 or 3; the version is detected).
+        defs: your own definitions (asset checks on the DAG assets, other assets), merged into the result.
+            Checks on a DAG's asset run after each new materialization of that asset.
+        dag_selector_fn: keep only the DAGs for which this returns True.
+        translator: customises the asset specs (key, description, tags, metadata, owners, group).
+        sensor_minimum_interval_seconds: how often the sensor polls Airflow.
+        default_sensor_status: RUNNING by default: peering only works while the sensor runs.
+        lookback: how much history the sensor's first tick imports (default: one day).
+        late_commit_window: how long after its end a run may still appear in Airflow (default 5 minutes).
+        tick_time_budget_seconds: a tick stops reading after this long and resumes at the next tick.
+        max_runs_per_tick: a tick stops after this many completed runs.
+        show_dag_source: show each DAG's Python source on its asset (cached between loads).
+        snapshot_dir: where the last good snapshot of Airflow is kept for loading while Airflow is down
+            (default ``$DAGSTER_HOME/airpeer``).
+
+    Returns:
+        Definitions with the DAG assets, their `airflow_run_status` checks, the sensor, a job running your
+        checks, and your own definitions.
+    """
+    if not isinstance(airflow_instance, AirflowInstance):
+        raise AirflowConfigError(
+            "build_defs_from_airflow_instance(airflow_instance=...) expects a dagster_airpeer.AirflowInstance, "
+            f"got {type(airflow_instance).__name__}"
+        )
+    settings = SensorSettings(
+        minimum_interval_seconds=sensor_minimum_interval_seconds,
+        default_status=default_sensor_status,
+        lookback=lookback,
+        late_commit_window=late_commit_window,
+        tick_time_budget_seconds=tick_time_budget_seconds,
+        max_runs_per_tick=max_runs_per_tick,
+    )
+    translator = translator or DagsterAirflowTranslator()
+    directory = Path(snapshot_dir) if snapshot_dir is not None else default_snapshot_dir()
+
+    def selected(dags: Sequence[Dag]) -> list[Dag]:
+        return [dag for dag in dags if dag_selector_fn is None or dag_selector_fn(dag)]
+
+    sources_for = None
+    if show_dag_source:
+        from .airflow.sources import DagSourceCache
+
+        cache = DagSourceCache(directory / f"{airflow_instance.name}.sources.json")
+
+        def sources_for(dags: Sequence[Dag]) -> dict[str, str]:
+            return cache.get_sources(airflow_instance, selected(dags))
+
+    snapshot = load_snapshot(airflow_instance, directory, sources_for=sources_for)
+    specs, dag_keys = _asset_specs(snapshot, selected(snapshot.dags), airflow_instance.name, translator)
+    user_checks = _user_checks_by_asset(defs, set(dag_keys.values()))
+
+    checks_job = None
+    if user_checks:
+        checks_job = dg.define_asset_job(
+            name=f"{airflow_instance.name}__dag_asset_checks",
+            selection=dg.AssetSelection.checks(*[ck for cks in user_checks.values() for ck in cks]),
+            description="Runs the asset checks on peered Airflow DAG assets after each new Airflow run.",
+        )
+    sensor = build_dag_run_sensor(
+        instance=airflow_instance,
+        resolver=DagAssetResolver(airflow_instance, dag_keys, translator, dag_selector_fn),
+        settings=settings,
+        user_checks_by_asset=user_checks,
+        checks_job=checks_job,
+    )
+    register(
+        PeeredInstance(
+            instance=airflow_instance,
+            asset_keys_by_dag_id=dag_keys,
+            sensor_name=sensor.name,
+        )
+    )
+    peered = dg.Definitions(
+        assets=specs,
+        asset_checks=[_run_status_checks(airflow_instance.name, list(dag_keys.values()))] if dag_keys else [],
+        sensors=[sensor],
+        jobs=[checks_job] if checks_job is not None else [],
+    )
+    return dg.Definitions.merge(peered, defs) if defs is not None else peered

@@ -1,0 +1,209 @@
+"""The polling sensor: turns Airflow DAG runs that ended into Dagster asset events, exactly once."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from .airflow.errors import AirflowNotFoundError
+from .airflow.instance import AirflowInstance
+from .airflow.models import Dag
+from .events import AssetEvent, events_for_run
+from .feed import CompletionFeed, CursorError, FeedState
+from .translator import DagsterAirflowTranslator
+
+
+@dataclass(frozen=True)
+class SensorSettings:
+    """How the sensor polls. The defaults suit an instance with up to thousands of DAGs."""
+
+    minimum_interval_seconds: int = 30
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING
+    #: History imported by the sensor's first tick. One day shows recent activity at once without
+    #: flooding Dagster with an instance's whole past; raise it to import more.
+    lookback: timedelta = timedelta(days=1)
+    #: How long after its end date a run may still appear in Airflow (commit delay, skew between Airflow hosts).
+    late_commit_window: timedelta = timedelta(minutes=5)
+    #: A tick stops reading new pages after this many seconds and resumes at the next tick.
+    tick_time_budget_seconds: float = 8.0
+    #: ...or after this many completed runs, which bounds the events Dagster stores in one tick.
+    max_runs_per_tick: int = 5000
+
+    def __post_init__(self) -> None:
+        if self.minimum_interval_seconds < 1:
+            raise ValueError(
+                f"sensor_minimum_interval_seconds must be >= 1, got {self.minimum_interval_seconds}"
+            )
+        if self.lookback < timedelta(0):
+            raise ValueError(f"lookback must be a non-negative timedelta, got {self.lookback!r}")
+        if not 0 < self.tick_time_budget_seconds <= 40:
+            raise ValueError(
+                "tick_time_budget_seconds must be in (0, 40] to stay well under Dagster's 60 s sensor "
+                f"timeout, got {self.tick_time_budget_seconds}"
+            )
+        if self.max_runs_per_tick < 1:
+            raise ValueError(f"max_runs_per_tick must be >= 1, got {self.max_runs_per_tick}")
+
+    @property
+    def hard_deadline_seconds(self) -> float:
+        # Budget for the page in flight and its retries once the soft budget is spent; the sum stays under
+        # Dagster's 60 s sensor timeout so a slow Airflow fails the tick cleanly instead of timing it out.
+        return self.tick_time_budget_seconds + 30.0
+
+
+class DagAssetResolver:
+    """Maps a DAG id to its asset key, O(1) per run.
+
+    DAGs that appeared in Airflow after the code location loaded are looked up once each (one request),
+    filtered by the same selector and translated by the same translator, so their runs are recorded under
+    the key the asset will have after the next reload instead of being lost.
+    """
+
+    def __init__(
+        self,
+        instance: AirflowInstance,
+        known: Mapping[str, dg.AssetKey],
+        translator: DagsterAirflowTranslator,
+        dag_selector_fn: Callable[[Dag], bool] | None,
+    ) -> None:
+        self._instance = instance
+        self._keys: dict[str, dg.AssetKey | None] = dict(known)
+        self._known = frozenset(known)
+        self._translator = translator
+        self._selector = dag_selector_fn
+        self._lock = threading.Lock()
+
+    def is_known(self, dag_id: str) -> bool:
+        return dag_id in self._known
+
+    def key_for(self, dag_id: str) -> dg.AssetKey | None:
+        try:
+            return self._keys[dag_id]
+        except KeyError:
+            pass
+        with self._lock:
+            if dag_id not in self._keys:
+                try:
+                    dag = self._instance.get_dag(dag_id)
+                except AirflowNotFoundError:
+                    # Deleted since its run ended: still record the run under the default key.
+                    dag = Dag(dag_id=dag_id)
+                selected = self._selector is None or self._selector(dag)
+                self._keys[dag_id] = (
+                    self._translator.get_asset_key(self._instance.name, dag) if selected else None
+                )
+            return self._keys[dag_id]
+
+
+def sensor_name(instance_name: str) -> str:
+    return f"{instance_name}__airflow_dag_runs"
+
+
+def build_dag_run_sensor(
+    *,
+    instance: AirflowInstance,
+    resolver: DagAssetResolver,
+    settings: SensorSettings,
+    user_checks_by_asset: Mapping[dg.AssetKey, Sequence[dg.AssetCheckKey]],
+    checks_job: dg.UnresolvedAssetJobDefinition | None,
+) -> dg.SensorDefinition:
+    """The sensor for one Airflow instance (see `CompletionFeed` for how exactly-once holds)."""
+    name = sensor_name(instance.name)
+
+    @dg.sensor(
+        name=name,
+        minimum_interval_seconds=settings.minimum_interval_seconds,
+        default_status=settings.default_status,
+        job=checks_job,
+        description=(
+            f"Polls Airflow instance '{instance.name}' ({instance.webserver_url}) for DAG runs that ended and "
+            "records each once: a materialization per successful run, an `airflow_run_status` check "
+            "evaluation per completed run. Keep it running."
+        ),
+    )
+    def _airflow_dag_runs(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        started = time.monotonic()
+        feed = CompletionFeed(
+            instance,
+            late_commit_window=settings.late_commit_window,
+            time_budget=settings.tick_time_budget_seconds,
+            max_completions=settings.max_runs_per_tick,
+        )
+        with instance.deadline(settings.hard_deadline_seconds):
+            if context.cursor:
+                try:
+                    state = FeedState.from_json(context.cursor)
+                except CursorError as exc:
+                    raise CursorError(
+                        f"Sensor '{name}' cannot read its cursor ({exc}). Reset the cursor on the sensor's page "
+                        f"in the Dagster UI: the next tick then imports the last {settings.lookback} of runs again, "
+                        "which can repeat events already recorded."
+                    ) from exc
+            else:
+                # The first request also tells us Airflow's clock, which the lookback is measured on.
+                api_version = instance.api_version
+                now = instance.server_time() or datetime.now(timezone.utc)
+                state = FeedState.initial(now, settings.lookback)
+                context.log.info(
+                    f"airpeer: first tick for Airflow instance '{instance.name}' (REST {api_version}); importing "
+                    f"runs that ended since {state.watermark.isoformat(timespec='seconds')}"
+                )
+            result = feed.poll(state)
+
+        events: list[AssetEvent] = []
+        succeeded: dict[dg.AssetKey, list[str]] = {}
+        not_peered = new_dags = 0
+        for run in result.completions:
+            key = resolver.key_for(run.dag_id)
+            if key is None:
+                not_peered += 1
+                continue
+            if not resolver.is_known(run.dag_id):
+                new_dags += 1
+            events.extend(events_for_run(run, key, run_url=instance.run_url(run.dag_id, run.run_id)))
+            if run.succeeded and key in user_checks_by_asset:
+                succeeded.setdefault(key, []).append(f"{run.dag_id}/{run.run_id}/{run.end_date}")
+
+        run_requests = []
+        if succeeded and checks_job is not None:
+            check_keys = sorted({ck for key in succeeded for ck in user_checks_by_asset[key]}, key=str)
+            # A replayed tick (Dagster stopped before storing the cursor) asks for the same run key, which
+            # Dagster de-duplicates.
+            digest = hashlib.sha256("\n".join(sorted(i for ids in succeeded.values() for i in ids)).encode())
+            run_requests.append(
+                dg.RunRequest(
+                    run_key=f"airpeer-checks-{digest.hexdigest()[:32]}",
+                    asset_selection=[],
+                    asset_check_keys=check_keys,
+                    tags={"dagster_airpeer/instance": instance.name},
+                )
+            )
+
+        failed = sum(1 for run in result.completions if not run.succeeded)
+        context.log.info(
+            f"airpeer: {len(result.completions)} runs ended ({len(result.completions) - failed} succeeded, "
+            f"{failed} failed) -> {len(events)} events, {len(run_requests)} check runs; {result.pages} pages in "
+            f"{time.monotonic() - started:.2f} s; {'caught up' if result.caught_up else 'more to read next tick'}; "
+            f"watermark {result.state.watermark.isoformat(timespec='seconds')}"
+        )
+        if new_dags:
+            context.log.warning(
+                f"airpeer: {new_dags} runs belong to DAGs added to Airflow after this code location loaded; they "
+                "are recorded under their assets' keys. Reload the code location to see those assets."
+            )
+        if not_peered:
+            context.log.debug(f"airpeer: {not_peered} runs of DAGs excluded by dag_selector_fn were skipped")
+        if result.interrupted is not None:
+            context.log.warning(
+                f"airpeer: Airflow stopped answering mid-tick ({result.interrupted}); what was read is recorded "
+                "and the next tick resumes from there."
+            )
+        return dg.SensorResult(asset_events=events, run_requests=run_requests, cursor=result.state.to_json())
+
+    return _airflow_dag_runs

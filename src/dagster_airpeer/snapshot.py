@@ -1,0 +1,139 @@
+"""The snapshot of Airflow that the code location's definitions are built from.
+
+Definitions are built when the code location loads. A snapshot of Airflow's DAGs is fetched then, and the
+last good one is kept on disk, so that a code location still loads (with a warning) while Airflow is down.
+The snapshot holds only DAG metadata: never a credential.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .airflow.errors import AirflowConfigError, AirflowConnectionError, AirflowError, AirflowVersionError
+from .airflow.instance import AirflowInstance
+from .airflow.models import Dag
+
+SNAPSHOT_FORMAT = 1
+
+
+class AirflowSnapshot(BaseModel):
+    """What airpeer knew about one Airflow instance when the code location loaded."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: int = SNAPSHOT_FORMAT
+    instance_name: str
+    webserver_url: str
+    api_version: str
+    fetched_at: datetime
+    dags: tuple[Dag, ...]
+    #: DAG id -> source code, only when the definitions show DAG sources.
+    sources: dict[str, str] = {}
+
+
+class SnapshotUnavailableError(AirflowError):
+    """Airflow is unreachable at load time and no earlier snapshot exists."""
+
+
+def default_snapshot_dir() -> Path:
+    """``$DAGSTER_HOME/airpeer`` when DAGSTER_HOME is set, else ``~/.cache/dagster-airpeer``."""
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        return Path(home) / "airpeer"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dagster-airpeer"
+
+
+def snapshot_path(snapshot_dir: Path, instance_name: str) -> Path:
+    return snapshot_dir / f"{instance_name}.snapshot.json"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_snapshot(path: Path) -> AirflowSnapshot | None:
+    """The stored snapshot, or None if there is none or it cannot be read (it is then ignored, with a log)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        return AirflowSnapshot.model_validate_json(text)
+    except ValidationError as exc:
+        dg.get_dagster_logger().warning(
+            f"airpeer: ignoring unreadable snapshot {path}: {exc.error_count()} errors"
+        )
+        return None
+
+
+def fetch_snapshot(
+    instance: AirflowInstance,
+    *,
+    sources_for: Callable[[Sequence[Dag]], dict[str, str]] | None = None,
+) -> AirflowSnapshot:
+    """Fetch all DAGs (and optionally sources, for the DAGs `sources_for` picks) from Airflow now."""
+    log = dg.get_dagster_logger()
+
+    def progress(done: int, total: int) -> None:
+        log.info(f"airpeer: listed {done}/{total} DAGs of Airflow instance '{instance.name}'")
+
+    dags = instance.list_dags(progress=progress)
+    sources = sources_for(dags) if sources_for is not None else {}
+    return AirflowSnapshot(
+        instance_name=instance.name,
+        webserver_url=instance.webserver_url,
+        api_version=instance.api_version,
+        fetched_at=datetime.now(timezone.utc),
+        dags=tuple(dags),
+        sources=sources,
+    )
+
+
+def load_snapshot(
+    instance: AirflowInstance,
+    snapshot_dir: Path,
+    *,
+    sources_for: Callable[[Sequence[Dag]], dict[str, str]] | None = None,
+) -> AirflowSnapshot:
+    """A fresh snapshot, stored as the last good one; or the last good one if Airflow is unreachable.
+
+    The snapshot holds every DAG: selection happens when definitions are built, so a changed selector
+    applies even to a stored snapshot. Only unreachability falls back: a refused password or a bad setting is raised, because serving stale
+    definitions would hide a configuration error.
+    """
+    path = snapshot_path(snapshot_dir, instance.name)
+    try:
+        snapshot = fetch_snapshot(instance, sources_for=sources_for)
+    except (AirflowConnectionError, AirflowVersionError) as exc:
+        stored = read_snapshot(path)
+        if stored is None or stored.webserver_url != instance.webserver_url:
+            raise SnapshotUnavailableError(
+                f"airpeer cannot build definitions for Airflow instance '{instance.name}': {exc} "
+                f"No earlier snapshot exists at {path} to fall back on. Start Airflow (or fix "
+                f"`webserver_url`) and reload the code location."
+            ) from exc
+        dg.get_dagster_logger().warning(
+            f"airpeer: Airflow instance '{instance.name}' is unreachable ({exc}); using the last good snapshot "
+            f"of {len(stored.dags)} DAGs taken at {stored.fetched_at.isoformat(timespec='seconds')} from "
+            f"{path}. Reload the code location once Airflow is back to pick up DAG changes."
+        )
+        return stored
+    except AirflowConfigError:
+        raise
+    _write_atomically(path, snapshot.model_dump_json())
+    return snapshot

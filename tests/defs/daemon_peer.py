@@ -1,0 +1,26 @@
+"""Definitions peering the Airflow named by environment variables; loaded by the real dagster-daemon in tests."""
+
+import os
+
+import dagster as dg
+
+from dagster_airpeer import AirflowBasicAuthBackend, AirflowInstance, build_defs_from_airflow_instance
+
+
+@dg.asset_check(asset=dg.AssetKey(["daemon_peered", "dag", "airpeer_ok"]))
+def ok_dag_check() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=True, metadata={"checked_by": "daemon test"})
+
+
+defs = build_defs_from_airflow_instance(
+    airflow_instance=AirflowInstance(
+        auth_backend=AirflowBasicAuthBackend(
+            webserver_url=dg.EnvVar("AIRPEER_TEST_AIRFLOW_URL"),
+            username=dg.EnvVar("AIRPEER_TEST_AIRFLOW_USER"),
+            password=dg.EnvVar("AIRPEER_TEST_AIRFLOW_PASSWORD"),
+        ),
+        name="daemon_peered",
+    ),
+    defs=dg.Definitions(asset_checks=[ok_dag_check]),
+    sensor_minimum_interval_seconds=int(os.environ.get("AIRPEER_TEST_SENSOR_INTERVAL", "30")),
+)
