@@ -1,0 +1,48 @@
+"""The Airflow client of airpeer: talks to a running Airflow 2 (REST v1) or 3 (REST v2), never to Dagster.
+
+```python
+from dagster_airpeer.airflow import AirflowBasicAuthBackend, AirflowInstance
+
+airflow = AirflowInstance(
+    AirflowBasicAuthBackend("http://localhost:8080", "admin", "admin"),
+    name="my_airflow",
+)
+for dag in airflow.list_dags():
+    print(dag.dag_id, dag.schedule)
+```
+"""
+
+from .auth import AirflowAuthBackend, AirflowBasicAuthBackend, AirflowTokenAuthBackend
+from .errors import (
+    AirflowAuthError,
+    AirflowConfigError,
+    AirflowConnectionError,
+    AirflowError,
+    AirflowNotFoundError,
+    AirflowResponseError,
+    AirflowTimeoutError,
+    AirflowVersionError,
+)
+from .instance import AirflowInstance
+from .models import TERMINAL_RUN_STATES, Dag, DagRun, RunsPage, Task, TaskInstance
+
+__all__ = [
+    "TERMINAL_RUN_STATES",
+    "AirflowAuthBackend",
+    "AirflowAuthError",
+    "AirflowBasicAuthBackend",
+    "AirflowConfigError",
+    "AirflowConnectionError",
+    "AirflowError",
+    "AirflowInstance",
+    "AirflowNotFoundError",
+    "AirflowResponseError",
+    "AirflowTimeoutError",
+    "AirflowTokenAuthBackend",
+    "AirflowVersionError",
+    "Dag",
+    "DagRun",
+    "RunsPage",
+    "Task",
+    "TaskInstance",
+]

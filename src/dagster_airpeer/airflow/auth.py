@@ -1,0 +1,532 @@
+"""Authentication against Airflow's REST API, as `httpx.Auth` flows.
+
+Airflow 2 (REST v1) accepts HTTP basic auth; Airflow 3 (REST v2) wants a JWT obtained from
+`POST /auth/token`. `AirflowBasicAuthBackend` speaks both, choosing by the path of each request, so the
+same object works before and after an upgrade. Subclass `AirflowAuthBackend` for other schemes.
+
+Secrets are never logged, never put into exception messages and never shown by `repr`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Generator
+from http.cookies import CookieError, SimpleCookie
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+import httpx
+
+from .errors import AirflowAuthError, AirflowConfigError
+
+logger = logging.getLogger("dagster_airpeer.airflow")
+
+__all__ = [
+    "AirflowAuthBackend",
+    "AirflowBasicAuthBackend",
+    "AirflowTokenAuthBackend",
+    "SecretValue",
+]
+
+#: Statuses by which Airflow refuses credentials: v1 says 401 (or 403 from some backends), v2 says 401 for
+#: a missing token and 403 for a garbage or expired one.
+_REFUSED = (401, 403)
+
+#: A token is renewed this long before its `exp`, so that a request never leaves with a token that expires
+#: on its way (and to absorb a little clock skew between us and Airflow).
+_RENEW_MARGIN_SECONDS = 60.0
+
+#: UI logins tried (Airflow 2) before settling for basic auth on every request.
+_MAX_UI_LOGINS = 3
+
+
+@runtime_checkable
+class _HasGetValue(Protocol):
+    def get_value(self) -> str | None: ...
+
+
+#: A setting given either as a plain string or as an object with `get_value()`, such as Dagster's
+#: `EnvVar("AIRFLOW_PASSWORD")` (whose `str()` is the variable's *name*, not its value).
+SecretValue = str | _HasGetValue
+
+
+def _var_name(value: object) -> str:
+    """The environment variable behind an EnvVar-like value (Dagster's EnvVar refuses `str()`)."""
+    name = getattr(value, "env_var_name", None)
+    if isinstance(name, str):
+        return name
+    if isinstance(value, str):
+        return str.__str__(value)
+    return type(value).__name__
+
+
+def _resolve(value: SecretValue, setting: str) -> str:
+    """Return the actual value of a setting, reading the environment for `EnvVar`-like objects."""
+    if isinstance(value, _HasGetValue):
+        resolved = value.get_value()
+        if resolved is None or resolved == "":
+            raise AirflowConfigError(
+                f"`{setting}` is taken from the environment variable {_var_name(value)!r}, which is not set "
+                "(or empty): set it in the environment of the process that talks to Airflow."
+            )
+        return resolved
+    if not isinstance(value, str):
+        raise AirflowConfigError(f"`{setting}` must be a string or an EnvVar, got {type(value).__name__}.")
+    return value
+
+
+def _describe(value: SecretValue) -> str:
+    """A safe description of a setting for reprs: the variable name of an EnvVar, never a value."""
+    if isinstance(value, _HasGetValue):
+        return f"EnvVar({_var_name(value)!r})"
+    return "'***'"
+
+
+def _validate_webserver_url(webserver_url: object) -> str:
+    if isinstance(webserver_url, _HasGetValue):
+        webserver_url = _resolve(webserver_url, "webserver_url")
+    if not isinstance(webserver_url, str):
+        raise AirflowConfigError(
+            "`webserver_url` must be a string such as 'http://localhost:8080', got "
+            f"{type(webserver_url).__name__}."
+        )
+    parts = urlsplit(webserver_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AirflowConfigError(
+            f"`webserver_url` must be an http(s) URL of the Airflow webserver/API server such as "
+            f"'http://localhost:8080', got {webserver_url!r}."
+        )
+    if parts.query or parts.fragment:
+        raise AirflowConfigError(
+            f"`webserver_url` must not carry a query or fragment, got {webserver_url!r}."
+        )
+    if parts.username or parts.password:
+        # The credentials would otherwise end up in every log line and error message that names the URL.
+        raise AirflowConfigError(
+            "`webserver_url` must not contain credentials; give them to the auth backend instead."
+        )
+    return webserver_url.strip().rstrip("/")
+
+
+def _jwt_expiry(token: str) -> float | None:
+    """The `exp` claim of a JWT (seconds since the epoch), read without verifying the signature.
+
+    We only need to know when to renew; Airflow verifies the token. None if the token is not a JWT or has no
+    `exp`, in which case it is kept until Airflow refuses it.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except (ValueError, binascii.Error):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    if isinstance(exp, (int, float)) and not isinstance(exp, bool):
+        return float(exp)
+    return None
+
+
+class AirflowAuthBackend(httpx.Auth):
+    """Base class of the ways airpeer authenticates to Airflow.
+
+    A backend is an `httpx.Auth`: subclasses implement `auth_flow(request)`, a generator that adds
+    credentials to the request, yields it, may inspect the response and yield further requests (a login,
+    a retry with fresh credentials). It is applied to every REST call of an `AirflowInstance` except the
+    health checks used to detect the API version. Implementations must be thread-safe: one backend serves
+    concurrent requests. Raise `AirflowAuthError` when Airflow refuses the credentials for good; never put a
+    secret in the message.
+
+    `webserver_url` is the base URL of the Airflow webserver (Airflow 2) or API server (Airflow 3), for
+    example `http://localhost:8080`; a trailing slash is removed.
+    """
+
+    webserver_url: str
+
+    def __init__(self, webserver_url: str) -> None:
+        self.webserver_url = _validate_webserver_url(webserver_url)
+        self._base_path = urlsplit(self.webserver_url).path.rstrip("/")
+
+    def api_version_of(self, request: httpx.Request) -> str | None:
+        """`"v1"` or `"v2"` if the request goes to that REST API of this webserver, else None."""
+        path = request.url.path
+        if self._base_path:
+            if not path.startswith(self._base_path):
+                return None
+            path = path[len(self._base_path) :]
+        if path.startswith("/api/v2/"):
+            return "v2"
+        if path.startswith("/api/v1/"):
+            return "v1"
+        return None
+
+    def describe_principal(self) -> str:
+        """Who authenticates, for error messages (a username, never a secret). Override when meaningful."""
+        return "the configured credentials"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(webserver_url={self.webserver_url!r})"
+
+
+class AirflowTokenAuthBackend(AirflowAuthBackend):
+    """A fixed bearer token, sent on every request, for Airflow 2 and 3.
+
+    Useful when something else issues the token (a managed Airflow, a secret manager). It is not renewed:
+    when Airflow refuses it, `AirflowAuthError` is raised.
+    """
+
+    def __init__(self, webserver_url: str, token: SecretValue) -> None:
+        super().__init__(webserver_url)
+        self._token_setting = token
+        self._token: str | None = None
+        self._lock = threading.Lock()
+
+    def _get_token(self) -> str:
+        with self._lock:
+            if self._token is None:
+                self._token = _resolve(self._token_setting, "token")
+            return self._token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._get_token()}"
+        response = yield request
+        if response.status_code in _REFUSED:
+            raise AirflowAuthError(
+                f"Airflow at {self.webserver_url} refused the bearer token (HTTP {response.status_code}) "
+                f"for {request.method} {request.url.path}: the token is invalid, expired or lacks the "
+                "permission. Give airpeer a valid token."
+            )
+
+    def describe_principal(self) -> str:
+        return "the configured bearer token"
+
+    def __repr__(self) -> str:
+        return (
+            f"AirflowTokenAuthBackend(webserver_url={self.webserver_url!r}, "
+            f"token={_describe(self._token_setting)})"
+        )
+
+
+class AirflowBasicAuthBackend(AirflowAuthBackend):
+    """Username and password, for Airflow 2 and Airflow 3 alike.
+
+    - Airflow 2 (`/api/v1/...`): HTTP basic auth. Airflow 2 checks the password hash on every basic-auth
+      request (~0.2 s measured on 2.11) and never returns a session from the API; so from the second request
+      on, this backend logs in once through the webserver's login form and sends the session cookie
+      instead (accepted when `airflow.api.auth.backend.session` is among `[api] auth_backends`, as in
+      Airflow 2's default). A refused cookie falls back to basic auth for that request; a server where
+      the login form or the cookie does not work is left to basic auth for good.
+    - Airflow 3 (`/api/v2/...`): exchanges the credentials at `POST {webserver_url}/auth/token` for a JWT,
+      reuses it, renews it shortly before it expires and once after Airflow refuses it. A second refusal
+      raises `AirflowAuthError` naming the URL and the user.
+
+    `username` and `password` may be strings or Dagster `EnvVar`s (read when first needed).
+    """
+
+    requires_response_body = True
+
+    def __init__(self, webserver_url: str, username: SecretValue, password: SecretValue) -> None:
+        super().__init__(webserver_url)
+        self._username_setting = username
+        self._password_setting = password
+        self._credentials: tuple[str, str] | None = None
+        # Guards the credentials, the token and the cookie; renewals happen under it, so that concurrent
+        # requests that find the token expired log in once, not once each.
+        self._lock = threading.RLock()
+        self._token: str | None = None
+        self._token_expiry: float | None = None
+        self._cookies: dict[str, str] = {}
+        self._cookie_honoured = False
+        self._cookie_disabled = False
+        self._login_attempts = 0
+        self._basic_succeeded = False
+        #: Counters for tests and benchmarks: logins at `/auth/token` (v2) and through the login form (v1).
+        self.token_requests = 0
+        self.ui_logins = 0
+        #: Why the session login (Airflow 2) is not used, once it was given up; None otherwise.
+        self.session_login_skipped: str | None = None
+
+    # -- settings -------------------------------------------------------------------------------------------
+
+    def _get_credentials(self) -> tuple[str, str]:
+        with self._lock:
+            if self._credentials is None:
+                self._credentials = (
+                    _resolve(self._username_setting, "username"),
+                    _resolve(self._password_setting, "password"),
+                )
+            return self._credentials
+
+    @property
+    def username(self) -> str:
+        """The username (not a secret; used in error messages)."""
+        return self._get_credentials()[0]
+
+    def describe_principal(self) -> str:
+        try:
+            return f"user {self.username!r}"
+        except AirflowConfigError:
+            return "the configured user"
+
+    def __repr__(self) -> str:
+        if isinstance(self._username_setting, _HasGetValue):
+            user = _describe(self._username_setting)
+        else:
+            user = repr(self._username_setting)
+        return (
+            f"AirflowBasicAuthBackend(webserver_url={self.webserver_url!r}, username={user}, "
+            f"password={_describe(self._password_setting)})"
+        )
+
+    # -- flows ----------------------------------------------------------------------------------------------
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        version = self.api_version_of(request)
+        if version == "v2":
+            yield from self._token_flow(request)
+        elif version == "v1":
+            yield from self._basic_flow(request)
+        else:
+            # Not a REST call (health, UI): nothing to add, and no reason to spend a login on it.
+            yield request
+
+    def _refused(self, request: httpx.Request, response: httpx.Response, how: str) -> AirflowAuthError:
+        return AirflowAuthError(
+            f"Airflow at {self.webserver_url} refused {how} for user {self.username!r} "
+            f"(HTTP {response.status_code} on {request.method} {request.url.path}). Check the username and "
+            "password given to airpeer and that this user may use the REST API (and has the permission for "
+            "this call)."
+        )
+
+    # Airflow 3: bearer token from /auth/token.
+
+    def _valid_token(self) -> str | None:
+        with self._lock:
+            if self._token is None:
+                return None
+            if self._token_expiry is not None and time.time() >= self._token_expiry - _RENEW_MARGIN_SECONDS:
+                return None
+            return self._token
+
+    def _token_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self._valid_token()
+        if token is None:
+            token = yield from self._renew_token(request, stale=None)
+            if token is None:
+                return
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code not in _REFUSED:
+            return
+        # Airflow refused a token we believed valid (revoked, server restarted with a new secret, clock
+        # skew): log in again, once.
+        token = yield from self._renew_token(request, stale=token)
+        if token is None:
+            return
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code in _REFUSED:
+            raise self._refused(request, response, "a freshly issued token")
+
+    def _renew_token(
+        self, request: httpx.Request, stale: str | None
+    ) -> Generator[httpx.Request, httpx.Response, str | None]:
+        """Log in at /auth/token unless another thread already replaced `stale`; return the new token.
+
+        Returns None when the login endpoint answered with a transient failure (5xx, 429): the flow then
+        ends with that response, which the instance's retry policy handles.
+        """
+        with self._lock:
+            current = self._valid_token()
+            if current is not None and current != stale:
+                return current
+            username, password = self._get_credentials()
+            login = httpx.Request(
+                "POST",
+                f"{self.webserver_url}/auth/token",
+                json={"username": username, "password": password},
+                headers={"Accept": "application/json"},
+                # Same time limits as the request it serves (a request without them waits forever).
+                extensions={k: v for k, v in request.extensions.items() if k == "timeout"},
+            )
+            self.token_requests += 1
+            response = yield login
+            if response.status_code >= 500 or response.status_code == 429:
+                return None
+            if response.status_code in (*_REFUSED, 400, 422):
+                raise AirflowAuthError(
+                    f"Airflow at {self.webserver_url} refused the login of user {username!r} at /auth/token "
+                    f"(HTTP {response.status_code}). Check the username and password given to airpeer."
+                )
+            if response.status_code not in (200, 201):
+                raise AirflowAuthError(
+                    f"Airflow at {self.webserver_url} answered HTTP {response.status_code} to the login of "
+                    f"user {username!r} at /auth/token; expected 201 with an access token."
+                )
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = None
+            token = body.get("access_token") if isinstance(body, dict) else None
+            if not isinstance(token, str) or not token:
+                raise AirflowAuthError(
+                    f"Airflow at {self.webserver_url} answered the login of user {username!r} at /auth/token "
+                    "without an `access_token`."
+                )
+            self._token = token
+            self._token_expiry = _jwt_expiry(token)
+            return token
+
+    # Airflow 2: basic auth, or the session cookie of a UI login.
+
+    def _cookie_header(self) -> str | None:
+        with self._lock:
+            if self._cookie_disabled or not self._cookies:
+                return None
+            return _cookie_header(self._cookies)
+
+    def _basic_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        with self._lock:
+            # Log in only once basic auth has worked (a one-off call pays for one password check either
+            # way, and wrong credentials must not be tried on the login form).
+            want_login = (
+                self._basic_succeeded
+                and not self._cookie_disabled
+                and not self._cookies
+                and self._login_attempts < _MAX_UI_LOGINS
+            )
+        cookie = self._cookie_header()
+        if cookie is None and want_login:
+            cookie = yield from self._ui_login(request)
+        if cookie is not None:
+            request.headers["Cookie"] = cookie
+            response = yield request
+            if response.status_code not in _REFUSED:
+                with self._lock:
+                    self._cookie_honoured = True
+                return
+            with self._lock:
+                # Expired or revoked session: forget it; the next request may log in again. A cookie
+                # that never worked means the API does not run the session backend: stop trying.
+                if self._cookies and _cookie_header(self._cookies) == cookie:
+                    self._cookies.clear()
+            if not self._cookie_honoured:
+                self._give_up_login("the API refused the session cookie (session auth backend not enabled?)")
+            del request.headers["Cookie"]
+        username, password = self._get_credentials()
+        request.headers["Authorization"] = _basic_header(username, password)
+        response = yield request
+        if response.status_code in _REFUSED:
+            raise self._refused(request, response, "basic authentication")
+        if response.status_code < 400:
+            with self._lock:
+                self._basic_succeeded = True
+
+    def _give_up_login(self, reason: str) -> None:
+        with self._lock:
+            self._cookie_disabled = True
+            self.session_login_skipped = reason
+        logger.debug("%s: using basic auth only: %s", self.webserver_url, reason)
+        return None
+
+    def _ui_login(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, str | None]:
+        """Log in through Airflow 2's login form (Flask-AppBuilder) to get a session cookie.
+
+        Airflow 2 checks the password hash on every basic-auth API request (~0.2 s here) and never hands
+        out a session from the API itself; a session from the UI login is accepted by the API when
+        `airflow.api.auth.backend.session` is among `[api] auth_backends`. Anything unexpected (no such
+        form, a refused login, an SSO-only UI) turns this off for good and basic auth carries on.
+        Returns the Cookie header to use, or None.
+        """
+        with self._lock:
+            current = self._cookie_header()
+            if current is not None or self._cookie_disabled:
+                return current
+            self._login_attempts += 1
+            timeout = {k: v for k, v in request.extensions.items() if k == "timeout"}
+            login_url = f"{self.webserver_url}/login/"
+            page = yield httpx.Request("GET", login_url, headers={"Accept": "text/html"}, extensions=timeout)
+            if page.status_code == 429:
+                self._give_up_login("the login form is rate-limited (HTTP 429)")
+                return None
+            if page.status_code >= 500:
+                return None  # transient: try again on a later request
+            csrf = _csrf_token(page.text) if page.status_code == 200 else None
+            if csrf is None:
+                self._give_up_login(f"no login form at /login/ (HTTP {page.status_code})")
+                return None
+            pre_session = _cookies_of(page)
+            username, password = self._get_credentials()
+            headers = {"Accept": "text/html"}
+            if pre_session:
+                headers["Cookie"] = _cookie_header(pre_session)
+            form = httpx.Request(
+                "POST",
+                login_url,
+                data={"username": username, "password": password, "csrf_token": csrf},
+                headers=headers,
+                extensions=timeout,
+            )
+            answer = yield form
+            if answer.status_code == 429:
+                # Airflow 2 limits form logins (default 5 per 40 s per client address): never compete with
+                # people logging in, basic auth works.
+                self._give_up_login("the login form is rate-limited (HTTP 429)")
+                return None
+            if answer.status_code >= 500:
+                return None
+            location = answer.headers.get("location", "")
+            session = {**pre_session, **_cookies_of(answer)}
+            logged_in = (
+                answer.status_code in (302, 303)
+                and "/login" not in location
+                and bool(session)
+                and session != pre_session
+            )
+            if not logged_in:
+                self._give_up_login(f"the login form did not log in (HTTP {answer.status_code})")
+                return None
+            self._cookies = session
+            self.ui_logins += 1
+            return _cookie_header(session)
+
+
+_CSRF_INPUT = re.compile(r"<input[^>]*\bname=[\"']csrf_token[\"'][^>]*>", re.IGNORECASE)
+_VALUE_ATTR = re.compile(r"\bvalue=[\"']([^\"']+)[\"']", re.IGNORECASE)
+
+
+def _csrf_token(html: str) -> str | None:
+    tag = _CSRF_INPUT.search(html)
+    if tag is None:
+        return None
+    value = _VALUE_ATTR.search(tag.group(0))
+    return value.group(1) if value else None
+
+
+def _cookies_of(response: httpx.Response) -> dict[str, str]:
+    cookies: dict[str, str] = {}
+    for header in response.headers.get_list("set-cookie"):
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(header)
+        except CookieError:
+            continue
+        for name, morsel in jar.items():
+            if morsel.value and morsel["max-age"] not in ("0", "-1"):
+                cookies[name] = morsel.value
+    return cookies
+
+
+def _cookie_header(cookies: dict[str, str]) -> str:
+    return "; ".join(f"{name}={value}" for name, value in cookies.items())
+
+
+def _basic_header(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")

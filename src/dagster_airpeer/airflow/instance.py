@@ -1,0 +1,616 @@
+"""`AirflowInstance`: what airpeer asks a running Airflow 2 or 3, through its REST API.
+
+The API version is detected once (REST v2 means Airflow 3, REST v1 Airflow 2); every method then speaks
+that version and returns the same records (`models.py`) either way.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from . import _parse as p
+from ._http import HttpSession, Result
+from ._http import deadline as _deadline_block
+from .auth import AirflowAuthBackend
+from .errors import (
+    AirflowConfigError,
+    AirflowError,
+    AirflowResponseError,
+    AirflowTimeoutError,
+    AirflowVersionError,
+)
+from .models import TERMINAL_RUN_STATES, Dag, DagRun, RunsPage, Task, TaskInstance
+
+__all__ = ["AirflowInstance"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+
+R = TypeVar("R")
+
+#: Every 4xx is handed back to the version detection instead of raising: "not this version" is an answer.
+_ANY_4XX = range(400, 500)
+
+
+def _q(segment: str) -> str:
+    """One URL path segment: DAG and run ids may hold `/`, spaces, `+`, `:` or non-ASCII letters."""
+    return quote(segment, safe="")
+
+
+def _iso(value: datetime, setting: str) -> str:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise AirflowConfigError(
+            f"`{setting}` must be a timezone-aware datetime (Airflow rejects naive ones), got {value!r}."
+        )
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _new_run_id() -> str:
+    # Made here, not by Airflow, so that a POST retried after a lost answer finds its own run (409) instead
+    # of starting a second one. Only characters that Airflow's default allowed_run_id_pattern accepts.
+    now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"airpeer__{now}_{secrets.token_hex(4)}"
+
+
+class AirflowInstance:
+    """A running Airflow 2.x or 3.x, reached through its REST API.
+
+    Args:
+        auth_backend: how to authenticate; its `webserver_url` is the instance's base URL.
+        name: a name for this instance, used in asset keys and messages; letters, digits and `_` only.
+        timeout: read timeout of one request, in seconds (connecting times out after 5 s).
+        max_retries: retries after the first attempt, for connection failures, timeouts, 5xx and 429.
+        verify: verify TLS certificates (default), or the path of a CA bundle to verify them with.
+        page_size: items asked per page when listing; the server may return fewer.
+        transport: an httpx transport to use instead of the network (tests, benchmarks).
+
+    Thread-safe: one instance may serve concurrent calls. Close it (or use it as a context manager) to
+    release its connections.
+    """
+
+    def __init__(
+        self,
+        auth_backend: AirflowAuthBackend,
+        name: str,
+        *,
+        timeout: float = 10.0,
+        max_retries: int = 3,
+        verify: bool | str = True,
+        page_size: int = 100,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not isinstance(auth_backend, AirflowAuthBackend):
+            raise AirflowConfigError(
+                "`auth_backend` must be an AirflowAuthBackend such as AirflowBasicAuthBackend(webserver_url, "
+                f"username, password), got {type(auth_backend).__name__}."
+            )
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise AirflowConfigError(
+                f"`name` must be a valid Dagster name (letters, digits and underscores only, e.g. "
+                f"'my_airflow'), got {name!r}."
+            )
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise AirflowConfigError(f"`timeout` must be a number of seconds > 0, got {timeout!r}.")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise AirflowConfigError(f"`max_retries` must be an integer >= 0, got {max_retries!r}.")
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise AirflowConfigError(f"`page_size` must be an integer >= 1, got {page_size!r}.")
+        if not isinstance(verify, (bool, str)):
+            raise AirflowConfigError(
+                f"`verify` must be True, False or the path of a CA bundle, got {type(verify).__name__}."
+            )
+        self.auth_backend = auth_backend
+        self.name = name
+        self.webserver_url = auth_backend.webserver_url
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.page_size = page_size
+        self._http = HttpSession(
+            name=name,
+            base_url=self.webserver_url,
+            auth=auth_backend,
+            timeout=self.timeout,
+            max_retries=max_retries,
+            verify=verify,
+            transport=transport,
+        )
+        self._detect_lock = threading.Lock()
+        self._api_version: Literal["v1", "v2"] | None = None
+        self._airflow_version: str | None = None
+        # Between polls of wait_for_dag_run; replaceable in tests.
+        self._poll_sleep: Callable[[float], None] = time.sleep
+
+    def __repr__(self) -> str:
+        return f"AirflowInstance(name={self.name!r}, auth_backend={self.auth_backend!r})"
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release pooled connections. The instance stays usable (a new pool is opened on demand)."""
+        self._http.close()
+
+    def __enter__(self) -> AirflowInstance:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- version --------------------------------------------------------------------------------------------
+
+    @property
+    def api_version(self) -> Literal["v1", "v2"]:
+        """`"v2"` for Airflow 3, `"v1"` for Airflow 2; detected on first use from the health endpoints."""
+        version = self._api_version
+        if version is not None:
+            return version
+        with self._detect_lock:
+            if self._api_version is None:
+                self._api_version = self._detect_api_version()
+            return self._api_version
+
+    def _probe_health(self, path: str) -> tuple[bool, str]:
+        def parse(response: httpx.Response) -> dict[str, Any] | None:
+            try:
+                body = response.json()
+            except ValueError:
+                return None
+            return body if isinstance(body, dict) else None
+
+        result = self._http.call(
+            "GET", path, what="the health endpoint", parse=parse, passthrough=_ANY_4XX, authenticate=False
+        )
+        status = result.response.status_code
+        if status != 200:
+            return False, f"HTTP {status}"
+        if result.value is None or "metadatabase" not in result.value:
+            kind = result.response.headers.get("content-type", "unknown content")
+            return False, f"HTTP 200 but not Airflow's health answer ({kind})"
+        return True, "HTTP 200"
+
+    def _detect_api_version(self) -> Literal["v1", "v2"]:
+        v2, v2_found = self._probe_health("/api/v2/monitor/health")
+        if v2:
+            return "v2"
+        v1, v1_found = self._probe_health("/api/v1/health")
+        if v1:
+            return "v1"
+        raise AirflowVersionError(
+            f"{self.webserver_url} (Airflow instance {self.name!r}) does not look like Airflow 3 or 2: "
+            f"GET /api/v2/monitor/health gave {v2_found} and GET /api/v1/health gave {v1_found}. Check "
+            "`webserver_url`: it must be the base URL of the Airflow API server (3.x) or webserver (2.x)."
+        )
+
+    @property
+    def airflow_version(self) -> str:
+        """Airflow's version string, such as "3.3.2" (asked once)."""
+        if self._airflow_version is None:
+            v = self.api_version
+            result = self._http.call(
+                "GET", f"/api/{v}/version", what="the version", parse=p.parser(p.VersionWire, "GET /version")
+            )
+            self._airflow_version = result.value.version
+        return self._airflow_version
+
+    # -- clock and deadlines --------------------------------------------------------------------------------
+
+    def server_time(self) -> datetime | None:
+        """Airflow's clock now, estimated from the last answer's `Date` header (1 s resolution) plus the
+        time elapsed since; None before the first answer."""
+        return self._http.server_time()
+
+    @contextmanager
+    def deadline(self, seconds: float) -> Iterator[None]:
+        """Within this block no request or retry starts after `seconds` from now, and request timeouts are
+        clipped to the time left; then calls fail with AirflowConnectionError ("... time budget ...").
+
+        The limit is held in a context variable: it applies to this thread (or task) only, nested blocks
+        keep the earliest limit.
+        """
+        with _deadline_block(seconds):
+            yield
+
+    # -- paging ---------------------------------------------------------------------------------------------
+
+    def _collect(
+        self,
+        fetch: Callable[[int, int], tuple[list[R], int | None]],
+        key: Callable[[R], Hashable],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[R]:
+        """Every item of an offset-paged listing, without missing or repeating one that stays listed.
+
+        Pages overlap by one item. When a page does not start with an item already seen, items before our
+        position disappeared between two pages and the listing shifted left: we step back a page rather
+        than skip what slid into the gap. Items that appear twice (the listing shifted right) are counted
+        once.
+        """
+        limit = max(2, self.page_size)
+        seen: dict[Hashable, R] = {}
+        offset = 0
+        page_length = limit  # what the server really returns per page (it may cap `limit`)
+        requests = 0
+        budget: int | None = None
+        while True:
+            items, total = fetch(offset, limit)
+            requests += 1
+            if total is None:
+                total = offset + len(items) + (1 if len(items) >= page_length else 0)
+            if offset == 0 and items:
+                page_length = max(2, min(limit, len(items)))
+            if budget is None:
+                # Generous: each page once, plus a step back for every page, plus slack.
+                budget = 10 + 3 * (total // page_length + 1)
+            elif requests > budget:
+                raise AirflowResponseError(
+                    f"The listing of Airflow instance {self.name!r} kept changing while it was read "
+                    f"({requests} pages); try again."
+                )
+            if offset > 0 and (not items or key(items[0]) not in seen):
+                offset = max(0, offset - page_length)
+                continue
+            for item in items:
+                seen.setdefault(key(item), item)
+            if progress is not None:
+                progress(len(seen), max(total, len(seen)))
+            end = offset + len(items)
+            if not items or end >= total:
+                return list(seen.values())
+            offset = end - 1 if len(items) > 1 else end
+
+    # -- DAGs -----------------------------------------------------------------------------------------------
+
+    def _dags_page(self, params: dict[str, Any]) -> Callable[[int, int], tuple[list[Dag], int | None]]:
+        v = self.api_version
+        endpoint = f"GET /api/{v}/dags"
+
+        def fetch(offset: int, limit: int) -> tuple[list[Dag], int | None]:
+            query = {**params, "limit": limit, "offset": offset}
+            if v == "v2":
+                r2 = self._http.call(
+                    "GET",
+                    "/api/v2/dags",
+                    what="the DAG list",
+                    params=query,
+                    parse=p.parser(p.DagsV2, endpoint),
+                )
+                return [p.dag_from_v2(d) for d in r2.value.dags], r2.value.total_entries
+            r1 = self._http.call(
+                "GET", "/api/v1/dags", what="the DAG list", params=query, parse=p.parser(p.DagsV1, endpoint)
+            )
+            return [p.dag_from_v1(d) for d in r1.value.dags], r1.value.total_entries
+
+        return fetch
+
+    def list_dags(
+        self,
+        *,
+        dag_id_pattern: str | None = None,
+        tags: Sequence[str] | None = None,
+        include_inactive: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Dag]:
+        """All DAGs, ordered by dag_id, filtered by Airflow itself.
+
+        Args:
+            dag_id_pattern: keep DAGs whose id contains this text (case-insensitive; `|` separates
+                alternatives on Airflow 3).
+            tags: keep DAGs having any of these tags.
+            include_inactive: also list DAGs whose file is gone (v1 `is_active` false, v2 `is_stale`).
+            progress: called after each page with (DAGs so far, total announced by Airflow).
+        """
+        if isinstance(tags, str):
+            raise AirflowConfigError("`tags` must be a list of tag names, not a single string.")
+        params: dict[str, Any] = {"order_by": "dag_id"}
+        if self.api_version == "v2":
+            params["exclude_stale"] = "false" if include_inactive else "true"
+        else:
+            params["only_active"] = "false" if include_inactive else "true"
+        if dag_id_pattern:
+            params["dag_id_pattern"] = dag_id_pattern
+        if tags:
+            params["tags"] = list(tags)
+        dags = self._collect(self._dags_page(params), key=lambda d: d.dag_id, progress=progress)
+        dags.sort(key=lambda d: d.dag_id)
+        return dags
+
+    def get_dag(self, dag_id: str) -> Dag:
+        """One DAG; AirflowNotFoundError if Airflow does not know it."""
+        v = self.api_version
+        endpoint = f"GET /api/{v}/dags/{{dag_id}}"
+        what = f"DAG {dag_id!r}"
+        if v == "v2":
+            r2 = self._http.call(
+                "GET", f"/api/v2/dags/{_q(dag_id)}", what=what, parse=p.parser(p.DagV2, endpoint)
+            )
+            return p.dag_from_v2(r2.value)
+        r1 = self._http.call(
+            "GET", f"/api/v1/dags/{_q(dag_id)}", what=what, parse=p.parser(p.DagV1, endpoint)
+        )
+        return p.dag_from_v1(r1.value)
+
+    def list_tasks(self, dag_id: str) -> list[Task]:
+        """The tasks of a DAG."""
+        v = self.api_version
+        result = self._http.call(
+            "GET",
+            f"/api/{v}/dags/{_q(dag_id)}/tasks",
+            what=f"DAG {dag_id!r}",
+            parse=p.parser(p.TasksWire, f"GET /api/{v}/dags/{{dag_id}}/tasks"),
+        )
+        return [p.task_from_wire(dag_id, t) for t in result.value.tasks]
+
+    def set_paused(self, dag_id: str, paused: bool) -> Dag:
+        """Pause or unpause a DAG; returns the DAG as Airflow now reports it."""
+        v = self.api_version
+        endpoint = f"PATCH /api/{v}/dags/{{dag_id}}"
+        path = f"/api/{v}/dags/{_q(dag_id)}"
+        what = f"DAG {dag_id!r}"
+        body = {"is_paused": bool(paused)}
+        params = {"update_mask": "is_paused"}
+        if v == "v2":
+            r2 = self._http.call(
+                "PATCH", path, what=what, params=params, json_body=body, parse=p.parser(p.DagV2, endpoint)
+            )
+            return p.dag_from_v2(r2.value)
+        r1 = self._http.call(
+            "PATCH", path, what=what, params=params, json_body=body, parse=p.parser(p.DagV1, endpoint)
+        )
+        return p.dag_from_v1(r1.value)
+
+    # -- sources --------------------------------------------------------------------------------------------
+
+    def get_dag_source(self, dag: Dag) -> str:
+        """The source code of the file defining a DAG."""
+        v = self.api_version
+        if v == "v2":
+            path = f"/api/v2/dagSources/{_q(dag.dag_id)}"
+        else:
+            token = dag.file_token or self.get_dag(dag.dag_id).file_token
+            if not token:
+                raise AirflowResponseError(
+                    f"Airflow instance {self.name!r} gave no file_token for DAG {dag.dag_id!r}; cannot fetch "
+                    "its source."
+                )
+            path = f"/api/v1/dagSources/{_q(token)}"
+        result = self._http.call(
+            "GET",
+            path,
+            what=f"the source of DAG {dag.dag_id!r}",
+            parse=p.parser(p.SourceWire, f"GET /api/{v}/dagSources"),
+            headers={"Accept": "application/json"},
+        )
+        return result.value.content or ""
+
+    def get_dag_sources(self, dags: Sequence[Dag], max_workers: int = 8) -> dict[str, str]:
+        """The sources of several DAGs, fetched concurrently over the pooled connections: {dag_id: source}."""
+        if not dags:
+            return {}
+        self.api_version  # noqa: B018 - detect once here rather than racing in the workers
+        workers = max(1, min(max_workers, len(dags)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="airpeer-sources") as pool:
+            # Each task runs in a copy of our context so that a deadline() around this call holds there too.
+            futures = [
+                (dag.dag_id, pool.submit(contextvars.copy_context().run, self.get_dag_source, dag))
+                for dag in dags
+            ]
+            return {dag_id: future.result() for dag_id, future in futures}
+
+    # -- DAG runs -------------------------------------------------------------------------------------------
+
+    def _run_parser(self, endpoint: str) -> Callable[[httpx.Response], p.DagRunWire]:
+        return p.parser(p.DagRunWire, endpoint)
+
+    def trigger_dag_run(
+        self,
+        dag_id: str,
+        *,
+        run_id: str | None = None,
+        conf: Mapping[str, Any] | None = None,
+        logical_date: datetime | None = None,
+    ) -> DagRun:
+        """Start a run of a DAG (a manual run, as from the UI) and return it.
+
+        The run id is chosen here when not given, so that retrying a POST whose answer was lost is safe: the
+        retry finds the run already created (409) and returns it.
+        """
+        v = self.api_version
+        run_id = run_id or _new_run_id()
+        conf_dict = dict(conf or {})
+        try:
+            json.dumps(conf_dict)
+        except (TypeError, ValueError) as exc:
+            raise AirflowConfigError(f"`conf` must be JSON-serialisable: {exc}") from None
+        body: dict[str, Any] = {"dag_run_id": run_id, "conf": conf_dict}
+        if logical_date is not None:
+            body["logical_date"] = _iso(logical_date, "logical_date")
+        elif v == "v2":
+            # Airflow 3 requires the key; null means a run without a logical date.
+            body["logical_date"] = None
+        result: Result[p.DagRunWire] = self._http.call(
+            "POST",
+            f"/api/{v}/dags/{_q(dag_id)}/dagRuns",
+            what=f"DAG {dag_id!r}",
+            json_body=body,
+            ok=(200, 201),
+            passthrough=(409,),
+            parse=self._run_parser(f"POST /api/{v}/dags/{{dag_id}}/dagRuns"),
+        )
+        if result.response.status_code == 409:
+            if result.attempts > 1:
+                return self.get_dag_run(dag_id, run_id)
+            raise AirflowError(
+                f"DAG {dag_id!r} of Airflow instance {self.name!r} already has a run with id {run_id!r} "
+                "(or with this logical date)."
+            )
+        return p.run_from_wire(result.value)
+
+    def get_dag_run(self, dag_id: str, run_id: str) -> DagRun:
+        """One DAG run; AirflowNotFoundError if it does not exist."""
+        v = self.api_version
+        result = self._http.call(
+            "GET",
+            f"/api/{v}/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}",
+            what=f"run {run_id!r} of DAG {dag_id!r}",
+            parse=self._run_parser(f"GET /api/{v}/dags/{{dag_id}}/dagRuns/{{run_id}}"),
+        )
+        return p.run_from_wire(result.value)
+
+    def wait_for_dag_run(
+        self, dag_id: str, run_id: str, *, timeout: float = 300, poll_interval: float = 1.0
+    ) -> DagRun:
+        """Poll a run until it ends (success or failed) and return it; AirflowTimeoutError after `timeout`."""
+        end = time.monotonic() + timeout
+        while True:
+            run = self.get_dag_run(dag_id, run_id)
+            if run.state in TERMINAL_RUN_STATES:
+                return run
+            left = end - time.monotonic()
+            if left <= 0:
+                raise AirflowTimeoutError(
+                    f"Run {run_id!r} of DAG {dag_id!r} on Airflow instance {self.name!r} did not finish "
+                    f"within {timeout:g} s (last state: {run.state!r})."
+                )
+            self._poll_sleep(min(poll_interval, left))
+
+    def delete_dag_run(self, dag_id: str, run_id: str) -> None:
+        """Delete a DAG run (and its task instances) from Airflow."""
+        v = self.api_version
+        self._http.call(
+            "DELETE",
+            f"/api/{v}/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}",
+            what=f"run {run_id!r} of DAG {dag_id!r}",
+            ok=(200, 204),
+            parse=lambda response: None,
+        )
+
+    def list_dag_runs(
+        self, dag_id: str | None = None, *, states: Sequence[str] | None = None
+    ) -> list[DagRun]:
+        """All runs of one DAG (or of every DAG), oldest first, optionally only in some states."""
+        if isinstance(states, str):
+            raise AirflowConfigError("`states` must be a list of states, not a single string.")
+        v = self.api_version
+        path = f"/api/{v}/dags/{_q(dag_id) if dag_id is not None else '~'}/dagRuns"
+        endpoint = f"GET /api/{v}/dags/{{dag_id}}/dagRuns"
+        params: dict[str, Any] = {"order_by": "id"}
+        if states:
+            params["state"] = list(states)
+
+        def fetch(offset: int, limit: int) -> tuple[list[DagRun], int | None]:
+            result = self._http.call(
+                "GET",
+                path,
+                what=f"the runs of DAG {dag_id!r}" if dag_id is not None else "the DAG runs",
+                params={**params, "limit": limit, "offset": offset},
+                parse=p.parser(p.DagRunsWire, endpoint),
+            )
+            return [p.run_from_wire(r) for r in result.value.dag_runs], result.value.total_entries
+
+        return self._collect(fetch, key=lambda r: (r.dag_id, r.run_id))
+
+    def list_finished_runs(
+        self,
+        *,
+        end_date_gte: datetime,
+        end_date_lte: datetime | None = None,
+        order_by: Literal["end_date", "id"] = "end_date",
+        offset: int = 0,
+        limit: int | None = None,
+        dag_ids: Sequence[str] | None = None,
+    ) -> RunsPage:
+        """One page of finished (success or failed) runs that ended in [end_date_gte, end_date_lte].
+
+        Exactly one request (`POST /api/{v}/dags/~/dagRuns/list`); the caller pages. Airflow 2 sorts by
+        `order_by` alone (no tiebreaker), Airflow 3 adds the primary key; `order_by="id"` gives a stable
+        order among runs sharing one end_date. The server may return fewer than `limit` items
+        (`api.maximum_page_limit`). `server_time` is the server's clock when it answered.
+        """
+        if order_by not in ("end_date", "id"):
+            raise AirflowConfigError(f"`order_by` must be 'end_date' or 'id', got {order_by!r}.")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise AirflowConfigError(f"`offset` must be an integer >= 0, got {offset!r}.")
+        page_limit = self.page_size if limit is None else limit
+        if isinstance(page_limit, bool) or not isinstance(page_limit, int) or page_limit < 1:
+            raise AirflowConfigError(f"`limit` must be an integer >= 1, got {limit!r}.")
+        if isinstance(dag_ids, str):
+            raise AirflowConfigError("`dag_ids` must be a list of DAG ids, not a single string.")
+        body: dict[str, Any] = {
+            "states": list(TERMINAL_RUN_STATES),
+            "end_date_gte": _iso(end_date_gte, "end_date_gte"),
+            "order_by": order_by,
+            "page_offset": offset,
+            "page_limit": page_limit,
+        }
+        if end_date_lte is not None:
+            body["end_date_lte"] = _iso(end_date_lte, "end_date_lte")
+        if dag_ids is not None:
+            if not dag_ids:
+                # Airflow 2 reads an empty list as "every DAG"; we mean none.
+                return RunsPage(runs=(), total_entries=0, server_time=self.server_time())
+            body["dag_ids"] = list(dag_ids)
+        v = self.api_version
+        result = self._http.call(
+            "POST",
+            f"/api/{v}/dags/~/dagRuns/list",
+            what="the finished DAG runs",
+            json_body=body,
+            parse=p.parser(p.DagRunsWire, f"POST /api/{v}/dags/~/dagRuns/list"),
+        )
+        return RunsPage.model_construct(
+            runs=tuple(p.run_from_wire(r) for r in result.value.dag_runs),
+            total_entries=result.value.total_entries,
+            server_time=self._http.date_of(result.response),
+        )
+
+    def list_task_instances(self, dag_id: str, run_id: str) -> list[TaskInstance]:
+        """The task instances of one DAG run."""
+        v = self.api_version
+        path = f"/api/{v}/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances"
+        endpoint = f"GET /api/{v}/dags/{{dag_id}}/dagRuns/{{run_id}}/taskInstances"
+
+        def fetch(offset: int, limit: int) -> tuple[list[TaskInstance], int | None]:
+            result = self._http.call(
+                "GET",
+                path,
+                what=f"run {run_id!r} of DAG {dag_id!r}",
+                params={"limit": limit, "offset": offset},
+                parse=p.parser(p.TaskInstancesWire, endpoint),
+            )
+            return (
+                [p.task_instance_from_wire(t) for t in result.value.task_instances],
+                result.value.total_entries,
+            )
+
+        return self._collect(fetch, key=lambda t: (t.task_id, t.map_index))
+
+    # -- UI links -------------------------------------------------------------------------------------------
+
+    def dag_url(self, dag_id: str) -> str:
+        """The page of a DAG in Airflow's UI."""
+        if self.api_version == "v2":
+            return f"{self.webserver_url}/dags/{_q(dag_id)}"
+        return f"{self.webserver_url}/dags/{_q(dag_id)}/grid"
+
+    def run_url(self, dag_id: str, run_id: str) -> str:
+        """The page of a DAG run in Airflow's UI."""
+        if self.api_version == "v2":
+            return f"{self.webserver_url}/dags/{_q(dag_id)}/runs/{_q(run_id)}"
+        return f"{self.webserver_url}/dags/{_q(dag_id)}/grid?dag_run_id={_q(run_id)}"

@@ -1,0 +1,357 @@
+"""Auth backends: token logins and renewals (v2), basic auth and the session cookie (v1), secrets hidden."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+from airflow_fakes import URL, FakeAirflow, dag_v1, dag_v2, json_response, make_instance, make_jwt
+
+from dagster_airpeer.airflow import (
+    AirflowAuthError,
+    AirflowBasicAuthBackend,
+    AirflowConfigError,
+    AirflowInstance,
+    AirflowTokenAuthBackend,
+)
+from dagster_airpeer.airflow.auth import _jwt_expiry
+
+PASSWORD = "s3cret-pw"
+
+
+def _v2_with_dag() -> FakeAirflow:
+    fake = FakeAirflow("v2", password=PASSWORD)
+    fake.add("GET", "/api/v2/dags/a", lambda r: json_response(200, dag_v2("a")))
+    return fake
+
+
+def _v1_with_dag(**kwargs: object) -> FakeAirflow:
+    fake = FakeAirflow("v1", password=PASSWORD, **kwargs)  # type: ignore[arg-type]
+    fake.add("GET", "/api/v1/dags/a", lambda r: json_response(200, dag_v1("a")))
+    return fake
+
+
+# -- settings ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["localhost:8080", "ftp://host", "http://", "", "http://u:p@host:8080"])
+def test_webserver_url_is_validated(bad: str) -> None:
+    with pytest.raises(AirflowConfigError, match="webserver_url"):
+        AirflowBasicAuthBackend(bad, "admin", "admin")
+
+
+def test_webserver_url_loses_trailing_slash() -> None:
+    assert AirflowTokenAuthBackend("https://af.example.com/airflow/", "t").webserver_url == (
+        "https://af.example.com/airflow"
+    )
+
+
+def test_reprs_never_show_secrets() -> None:
+    basic = AirflowBasicAuthBackend(URL, "admin", PASSWORD)
+    token = AirflowTokenAuthBackend(URL, "tok-ABCDEF-123")
+    instance = AirflowInstance(basic, name="x")
+    for obj in (basic, token, instance):
+        text = repr(obj)
+        assert PASSWORD not in text and "tok-ABCDEF-123" not in text
+    assert "admin" in repr(basic) and URL in repr(basic)
+
+
+def test_env_var_values_are_read_and_missing_ones_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster import EnvVar
+
+    monkeypatch.setenv("AIRPEER_TEST_USER", "admin")
+    monkeypatch.setenv("AIRPEER_TEST_PASSWORD", PASSWORD)
+    fake = _v2_with_dag()
+    backend = AirflowBasicAuthBackend(URL, EnvVar("AIRPEER_TEST_USER"), EnvVar("AIRPEER_TEST_PASSWORD"))
+    assert PASSWORD not in repr(backend) and "AIRPEER_TEST_PASSWORD" in repr(backend)
+    instance = AirflowInstance(backend, name="x", transport=fake.transport())
+    assert instance.get_dag("a").dag_id == "a"
+
+    monkeypatch.delenv("AIRPEER_TEST_PASSWORD")
+    backend = AirflowBasicAuthBackend(URL, EnvVar("AIRPEER_TEST_USER"), EnvVar("AIRPEER_TEST_PASSWORD"))
+    instance = AirflowInstance(backend, name="x", transport=fake.transport())
+    with pytest.raises(AirflowConfigError, match="AIRPEER_TEST_PASSWORD"):
+        instance.get_dag("a")
+
+
+def test_jwt_expiry_is_read_without_verifying() -> None:
+    assert _jwt_expiry(make_jwt(1_900_000_000)) == 1_900_000_000
+    assert _jwt_expiry("not-a-jwt") is None
+    assert _jwt_expiry("a.!!!.c") is None
+    assert _jwt_expiry(make_jwt(None)) is None
+
+
+# -- Airflow 3: bearer tokens -------------------------------------------------------------------------------------
+
+
+def test_token_is_fetched_once_and_reused() -> None:
+    fake = _v2_with_dag()
+    instance = make_instance(fake)
+    for _ in range(3):
+        instance.get_dag("a")
+    assert fake.logins == 1
+    login = next(r for r in fake.requests if r.url.path == "/auth/token")
+    assert login.method == "POST"
+    assert login.headers["content-type"] == "application/json"
+    dag_requests = fake.api("GET", "/dags/a")
+    assert {r.headers["authorization"] for r in dag_requests} == {f"Bearer {fake.issued[0]}"}
+
+
+def test_health_checks_need_no_login() -> None:
+    fake = _v2_with_dag()
+    instance = make_instance(fake)
+    assert instance.api_version == "v2"
+    assert fake.logins == 0
+    assert all("authorization" not in r.headers for r in fake.requests)
+
+
+def test_token_is_renewed_shortly_before_it_expires() -> None:
+    fake = _v2_with_dag()
+    fake.token_ttl = 30  # inside the renewal margin: every use renews
+    instance = make_instance(fake)
+    instance.get_dag("a")
+    instance.get_dag("a")
+    assert fake.logins == 2
+    fake.token_ttl = 3600
+    instance.get_dag("a")
+    instance.get_dag("a")
+    assert fake.logins == 3
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_token_is_renewed_once(status: int) -> None:
+    fake = _v2_with_dag()
+    instance = make_instance(fake)
+    instance.get_dag("a")
+    # Airflow forgets the token (restarted with another secret, say).
+    fake.valid_tokens.clear()
+    if status == 401:
+        original = fake._check_auth
+
+        def refuse_401(request: httpx.Request) -> httpx.Response | None:
+            result = original(request)
+            return json_response(401, {"detail": "expired"}) if result is not None else None
+
+        fake._check_auth = refuse_401  # type: ignore[method-assign]
+    assert instance.get_dag("a").dag_id == "a"
+    assert fake.logins == 2
+
+
+def test_second_refusal_raises_auth_error_without_secrets() -> None:
+    fake = _v2_with_dag()
+    fake._check_auth = lambda request: json_response(403, {"detail": "Forbidden"})  # type: ignore[method-assign]
+    instance = make_instance(fake)
+    with pytest.raises(AirflowAuthError) as info:
+        instance.get_dag("a")
+    message = str(info.value)
+    assert URL in message and "'admin'" in message
+    assert PASSWORD not in message
+    assert all(token not in message for token in fake.issued)
+    # One login for the first attempt, one renewal: never a loop.
+    assert fake.logins == 2
+
+
+def test_wrong_password_fails_at_login_once() -> None:
+    fake = _v2_with_dag()
+    instance = AirflowInstance(
+        AirflowBasicAuthBackend(URL, "admin", "wrong-password"), name="x", transport=fake.transport()
+    )
+    with pytest.raises(AirflowAuthError, match="refused the login of user 'admin'") as info:
+        instance.get_dag("a")
+    assert "wrong-password" not in str(info.value)
+    assert fake.logins == 1
+
+
+def test_concurrent_first_requests_log_in_once() -> None:
+    fake = _v2_with_dag()
+    instance = make_instance(fake)
+    instance.api_version  # noqa: B018
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            barrier.wait()
+            instance.get_dag("a")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    assert fake.logins == 1
+
+
+def test_login_5xx_is_retried() -> None:
+    fake = _v2_with_dag()
+    original = fake.routes[("POST", "/auth/token")]
+    calls = {"n": 0}
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return json_response(503, {"detail": "starting"})
+        return original(request)
+
+    fake.add("POST", "/auth/token", flaky)
+    instance = make_instance(fake)
+    assert instance.get_dag("a").dag_id == "a"
+    assert calls["n"] == 2
+
+
+# -- static token -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_static_token_on_both_versions(version: str) -> None:
+    fake = FakeAirflow(version)
+    fake.valid_tokens.add("static-token-1")
+    fake.add(
+        "GET",
+        f"/api/{version}/dags/a",
+        lambda r: json_response(200, dag_v2("a") if version == "v2" else dag_v1("a")),
+    )
+    instance = AirflowInstance(
+        AirflowTokenAuthBackend(URL, "static-token-1"), name="x", transport=fake.transport()
+    )
+    assert instance.get_dag("a").dag_id == "a"
+    assert fake.api("GET", "/dags/a")[0].headers["authorization"] == "Bearer static-token-1"
+
+    fake.valid_tokens.clear()
+    with pytest.raises(AirflowAuthError) as info:
+        instance.get_dag("a")
+    assert "static-token-1" not in str(info.value)
+    assert fake.logins == 0
+
+
+# -- Airflow 2: basic auth and the session cookie ---------------------------------------------------------------
+
+
+def test_basic_auth_on_v1_without_a_login_form() -> None:
+    fake = _v1_with_dag()
+    instance = make_instance(fake)
+    for _ in range(3):
+        instance.get_dag("a")
+    sent = fake.api("GET", "/dags/a")
+    assert len(sent) == 3
+    assert all(r.headers["authorization"].startswith("Basic ") for r in sent)
+    assert all("cookie" not in r.headers for r in sent)
+    # The login form was looked for once (404), then never again.
+    assert [r.url.path for r in fake.requests].count("/login/") == 1
+
+
+def test_session_cookie_from_ui_login_replaces_the_password() -> None:
+    fake = _v1_with_dag(ui_login=True)
+    instance = make_instance(fake)
+    for _ in range(4):
+        instance.get_dag("a")
+    first, *later = fake.api("GET", "/dags/a")
+    assert first.headers["authorization"].startswith("Basic ")
+    assert len(later) == 3
+    for request in later:
+        assert "authorization" not in request.headers
+        assert request.headers["cookie"] == "session=sess0"
+    assert fake.form_logins == 1
+    post = next(r for r in fake.requests if r.method == "POST" and r.url.path == "/login/")
+    assert post.headers["cookie"] == "session=pre-login"
+    assert instance.auth_backend.ui_logins == 1  # type: ignore[attr-defined]
+
+
+def test_refused_cookie_falls_back_to_basic_then_logs_in_again() -> None:
+    fake = _v1_with_dag(ui_login=True)
+    instance = make_instance(fake)
+    instance.get_dag("a")
+    instance.get_dag("a")  # logs in, uses the cookie
+    fake.sessions.clear()  # the session expired server-side
+    assert instance.get_dag("a").dag_id == "a"
+    instance.get_dag("a")
+    sent = fake.api("GET", "/dags/a")
+    # 3rd call: cookie refused, then basic; 4th: a new login and its cookie.
+    assert sent[2].headers["cookie"] == "session=sess0" and "authorization" not in sent[2].headers
+    assert sent[3].headers["authorization"].startswith("Basic ")
+    assert sent[4].headers["cookie"] == "session=sess1" and "authorization" not in sent[4].headers
+    assert fake.form_logins == 2
+
+
+def test_cookie_never_honoured_is_given_up() -> None:
+    fake = _v1_with_dag(ui_login=True)
+    # The API does not run the session backend: only basic auth counts.
+    original = fake._check_auth
+
+    def basic_only(request: httpx.Request) -> httpx.Response | None:
+        if "authorization" not in request.headers:
+            return json_response(401, {"detail": "Unauthorized"})
+        return original(request)
+
+    fake._check_auth = basic_only  # type: ignore[method-assign]
+    instance = make_instance(fake)
+    for _ in range(4):
+        instance.get_dag("a")
+    sent = fake.api("GET", "/dags/a")
+    # basic; cookie (refused) + basic; then basic only.
+    assert ["authorization" in r.headers for r in sent] == [True, False, True, True, True]
+    assert fake.form_logins == 1
+
+
+def test_refused_form_login_leaves_basic_auth() -> None:
+    fake = _v1_with_dag(ui_login=True)
+    instance = make_instance(fake)
+    instance.get_dag("a")
+    fake.password = "changed-pw"  # the form refuses now, basic auth too
+    with pytest.raises(AirflowAuthError):
+        instance.get_dag("a")
+    fake.password = PASSWORD
+    instance.get_dag("a")
+    assert fake.form_logins == 1
+    assert all("authorization" in r.headers for r in fake.api("GET", "/dags/a"))
+
+
+def test_rate_limited_login_form_is_left_alone() -> None:
+    fake = _v1_with_dag(ui_login=True)
+    fake.add("POST", "/login/", lambda r: httpx.Response(429, text="Too Many Requests"))
+    instance = make_instance(fake)
+    for _ in range(4):
+        instance.get_dag("a")
+    backend = instance.auth_backend
+    assert isinstance(backend, AirflowBasicAuthBackend)
+    assert backend.session_login_skipped is not None and "429" in backend.session_login_skipped
+    assert [r.url.path for r in fake.requests].count("/login/") == 2  # one GET, one POST, never again
+    assert all("authorization" in r.headers for r in fake.api("GET", "/dags/a"))
+
+
+def test_wrong_credentials_are_never_tried_on_the_login_form() -> None:
+    fake = _v1_with_dag(ui_login=True)
+    instance = AirflowInstance(
+        AirflowBasicAuthBackend(URL, "admin", "wrong-password"), name="x", transport=fake.transport()
+    )
+    for _ in range(2):
+        with pytest.raises(AirflowAuthError):
+            instance.get_dag("a")
+    assert "/login/" not in [r.url.path for r in fake.requests]
+
+
+def test_wrong_basic_password_raises_auth_error_without_it() -> None:
+    fake = _v1_with_dag()
+    instance = AirflowInstance(
+        AirflowBasicAuthBackend(URL, "admin", "wrong-password"), name="x", transport=fake.transport()
+    )
+    with pytest.raises(AirflowAuthError) as info:
+        instance.get_dag("a")
+    message = str(info.value)
+    assert "'admin'" in message and URL in message and "wrong-password" not in message
+    assert len(fake.api("GET", "/dags/a")) == 1
+
+
+def test_token_expiry_margin_uses_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _v2_with_dag()
+    instance = make_instance(fake)
+    instance.get_dag("a")
+    later = time.time() + 3600
+    monkeypatch.setattr("dagster_airpeer.airflow.auth.time.time", lambda: later)
+    instance.get_dag("a")
+    assert fake.logins == 2
