@@ -1,0 +1,126 @@
+"""Shared pytest fixtures: real Airflow 3.3 and 2.11 instances started from the project's venvs.
+
+Fixtures
+--------
+``airflow3`` / ``airflow2``
+    Session-scoped :class:`~devtools.airflow_stack.AirflowStack` (Airflow 3.3 / 2.11), started on first use
+    and stopped at the end of the session. Every test DAG of ``tests/dags`` is listed before the fixture
+    returns (ids in ``devtools.dags.TEST_DAG_IDS``); each stack has its own copy of the DAGs folder
+    (``stack.dags_folder``), so a test may add DAG files to it. The instance is shared: DAG runs from
+    other tests accumulate, so filter by your own run ids.
+``airflow``
+    The same two stacks as one fixture parametrized over both versions (ids ``af3`` and ``af2``), for tests
+    that must pass on both. It is session-scoped so pytest runs all ``af3`` items, then all ``af2`` items.
+``airflow_stack_factory``
+    ``factory(major, **kwargs) -> AirflowStack``: a dedicated, started instance for tests that need a clean
+    or differently configured Airflow (stopped at the end of the test).
+
+Tests using any of these are marked ``integration`` plus ``airflow3``/``airflow2`` automatically, so
+``pytest -m "not integration"`` runs without Airflow. A missing venv fails loudly (run ``make install``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devtools.airflow_stack import AIRFLOW2_VENV, AIRFLOW3_VENV, AirflowStack, AirflowStackError
+from devtools.dags import TEST_DAG_IDS, TEST_DAGS_DIR
+
+_VENVS = {3: AIRFLOW3_VENV, 2: AIRFLOW2_VENV}
+_LABELS = {3: "Airflow 3.3", 2: "Airflow 2.11"}
+_STACK_FIXTURES = {"airflow3": 3, "airflow2": 2}
+
+
+def _require_venv(major: int) -> None:
+    airflow_bin = _VENVS[major] / "bin" / "airflow"
+    if not airflow_bin.exists():
+        pytest.fail(
+            f"{_LABELS[major]} is not installed ({airflow_bin} is missing): run `make install`",
+            pytrace=False,
+        )
+
+
+def _new_stack(major: int, base: Path, **kwargs: Any) -> AirflowStack:
+    """Create and start a stack whose home and DAGs folder live under ``base``."""
+    _require_venv(major)
+    dags = base / "dags"
+    shutil.copytree(TEST_DAGS_DIR, dags, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    kwargs.setdefault("dags_folder", dags)
+    stack = AirflowStack(major=major, home=base / "home", **kwargs)
+    try:
+        stack.start()
+        stack.wait_for_dags(TEST_DAG_IDS)
+    except AirflowStackError as exc:
+        stack.stop()
+        pytest.fail(f"{_LABELS[major]} did not start: {exc}", pytrace=False)
+    return stack
+
+
+@pytest.fixture(scope="session")
+def airflow3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+    """A real Airflow 3.3 shared by the whole session (REST /api/v2, JWT auth, admin:admin)."""
+    stack = _new_stack(3, tmp_path_factory.mktemp("airflow3"))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+    """A real Airflow 2.11 shared by the whole session (REST /api/v1, basic auth, admin:admin)."""
+    stack = _new_stack(2, tmp_path_factory.mktemp("airflow2"))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(
+    scope="session",
+    params=[
+        pytest.param(3, id="af3", marks=[pytest.mark.integration, pytest.mark.airflow3]),
+        pytest.param(2, id="af2", marks=[pytest.mark.integration, pytest.mark.airflow2]),
+    ],
+)
+def airflow(request: pytest.FixtureRequest) -> AirflowStack:
+    """The shared Airflow 3.3 (``af3``) and then the shared Airflow 2.11 (``af2``)."""
+    stack: AirflowStack = request.getfixturevalue("airflow3" if request.param == 3 else "airflow2")
+    return stack
+
+
+@pytest.fixture
+def airflow_stack_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., AirflowStack]]:
+    """Return ``factory(major, **AirflowStack kwargs)`` making dedicated started stacks, stopped after the test."""
+    stacks: list[AirflowStack] = []
+
+    def factory(major: int, **kwargs: Any) -> AirflowStack:
+        stack = _new_stack(major, tmp_path_factory.mktemp(f"airflow{major}-own"), **kwargs)
+        stacks.append(stack)
+        return stack
+
+    try:
+        yield factory
+    finally:
+        for stack in stacks:
+            stack.stop()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by the Airflow fixtures they use, before ``-m`` selection runs."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        for fixture, major in _STACK_FIXTURES.items():
+            if fixture in names:
+                item.add_marker(pytest.mark.integration)
+                item.add_marker(pytest.mark.airflow3 if major == 3 else pytest.mark.airflow2)
+        if "airflow" in names or "airflow_stack_factory" in names:
+            item.add_marker(pytest.mark.integration)
