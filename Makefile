@@ -30,5 +30,5 @@ test-unit: install
 
 # The whole suite: unit tests, real Airflow 2.11 and 3.3, the real dagster-daemon, the tutorial end to end,
 # the browser check and the benchmark harness at tiny size.
-test: lint typecheck
+test: lint typecheck $(TEST_DEPS)
 	$(VENV_BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)

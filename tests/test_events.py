@@ -24,16 +24,21 @@ def _run(state: str, **kwargs: object) -> DagRun:
     )  # type: ignore[arg-type]
 
 
-def test_success_is_one_materialization_and_a_passing_check() -> None:
+def test_success_is_exactly_one_materialization() -> None:
     events = events_for_run(_run("success", run_type="manual"), KEY, run_url="http://af/run")
-    mats = [e for e in events if isinstance(e, dg.AssetMaterialization)]
-    checks = [e for e in events if isinstance(e, dg.AssetCheckEvaluation)]
-    assert len(mats) == 1 and len(checks) == 1
-    assert checks[0].passed and checks[0].check_name == RUN_STATUS_CHECK_NAME
-    md = mats[0].metadata
+    assert [type(e) for e in events] == [dg.AssetMaterialization]
+    md = events[0].metadata
     assert md["airflow/run_id"].value == "manual__1"
     assert md["airflow/duration_seconds"].value == 120.0
     assert md["airflow/run_url"].value == "http://af/run"
+
+
+def test_first_success_after_a_failure_also_passes_the_check() -> None:
+    events = events_for_run(_run("success"), KEY, run_url="u", recovered=True)
+    assert [type(e) for e in events] == [dg.AssetMaterialization, dg.AssetCheckEvaluation]
+    check = events[1]
+    assert isinstance(check, dg.AssetCheckEvaluation)
+    assert check.passed and check.check_name == RUN_STATUS_CHECK_NAME
 
 
 def test_failure_is_a_failing_check_and_never_a_materialization() -> None:

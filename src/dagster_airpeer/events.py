@@ -53,8 +53,15 @@ def run_metadata(run: DagRun, run_url: str) -> dict[str, Any]:
     return metadata
 
 
-def events_for_run(run: DagRun, asset_key: dg.AssetKey, *, run_url: str) -> list[AssetEvent]:
-    """One materialization per successful run; one run-status check evaluation per completed run."""
+def events_for_run(
+    run: DagRun, asset_key: dg.AssetKey, *, run_url: str, recovered: bool = False
+) -> list[AssetEvent]:
+    """The events of one completed run: exactly one, or two when a DAG recovers from a failure.
+
+    A successful run is a materialization; a failed run is a failing `airflow_run_status` evaluation (a
+    materialization would be a lie). The check passes again with the first success after a failure
+    (`recovered`), so the asset's health turns green again without a second event for every run.
+    """
     metadata = run_metadata(run, run_url)
     events: list[AssetEvent] = []
     if run.succeeded:
@@ -65,7 +72,8 @@ def events_for_run(run: DagRun, asset_key: dg.AssetKey, *, run_url: str) -> list
                 metadata=metadata,
             )
         )
-    # Always reported: it is how a failed run shows on its asset (a materialization would be a lie).
+        if not recovered:
+            return events
     events.append(
         dg.AssetCheckEvaluation(
             asset_key=asset_key,

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from .airflow.errors import AirflowError
 from .airflow.models import DagRun, RunsPage
@@ -125,24 +125,25 @@ class FeedState:
     def seen_count(self) -> int:
         return sum(len(v) for v in self.seen.values())
 
-    def to_json(self) -> str:
-        doc: dict[str, object] = {
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
             "v": CURSOR_VERSION,
             "watermark": _iso(self.watermark),
             "seen": {k: sorted(v) for k, v in sorted(self.seen.items())},
         }
         if self.tie_at is not None:
             doc["tie"] = [_iso(self.tie_at), self.tie_offset]
-        return json.dumps(doc, separators=(",", ":"))
+        return doc
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> FeedState:
+    def from_dict(cls, doc: Any) -> FeedState:
         try:
-            doc = json.loads(text)
             if not isinstance(doc, dict) or doc.get("v") != CURSOR_VERSION:
-                raise CursorError(
-                    f"unsupported cursor version {doc.get('v') if isinstance(doc, dict) else doc!r}"
-                )
+                version = doc.get("v") if isinstance(doc, dict) else doc
+                raise CursorError(f"unsupported cursor version {version!r}")
             state = cls(
                 watermark=_parse(doc["watermark"]),
                 seen={str(k): {str(d) for d in v} for k, v in doc.get("seen", {}).items()},
@@ -153,8 +154,16 @@ class FeedState:
             return state
         except CursorError:
             raise
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise CursorError(f"the sensor cursor is not an airpeer cursor: {exc}") from exc
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise CursorError(f"the sensor cursor is not an airpeer cursor: {exc!r}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> FeedState:
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise CursorError(f"the sensor cursor is not JSON: {exc}") from exc
+        return cls.from_dict(doc)
 
 
 @dataclass

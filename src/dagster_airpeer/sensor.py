@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -101,6 +102,33 @@ class DagAssetResolver:
             return self._keys[dag_id]
 
 
+@dataclass
+class SensorCursor:
+    """The sensor's cursor: the feed's position plus the DAGs whose last recorded run failed."""
+
+    feed: FeedState
+    #: DAG ids whose latest recorded completion failed: their next success also passes `airflow_run_status`.
+    failing: set[str] = field(default_factory=set)
+
+    def to_json(self) -> str:
+        doc = self.feed.to_dict()
+        if self.failing:
+            doc["failing"] = sorted(self.failing)
+        return json.dumps(doc, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> SensorCursor:
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise CursorError(f"the sensor cursor is not JSON: {exc}") from exc
+        feed = FeedState.from_dict(doc)
+        failing = doc.get("failing", [])
+        if not isinstance(failing, list):
+            raise CursorError("the sensor cursor's 'failing' entry is not a list")
+        return cls(feed=feed, failing={str(d) for d in failing})
+
+
 def sensor_name(instance_name: str) -> str:
     return f"{instance_name}__airflow_dag_runs"
 
@@ -123,8 +151,8 @@ def build_dag_run_sensor(
         job=checks_job,
         description=(
             f"Polls Airflow instance '{instance.name}' ({instance.webserver_url}) for DAG runs that ended and "
-            "records each once: a materialization per successful run, an `airflow_run_status` check "
-            "evaluation per completed run. Keep it running."
+            "records each once: a materialization per successful run, a failing `airflow_run_status` check "
+            "per failed run (passing again at the next success). Keep it running."
         ),
     )
     def _airflow_dag_runs(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -138,7 +166,7 @@ def build_dag_run_sensor(
         with instance.deadline(settings.hard_deadline_seconds):
             if context.cursor:
                 try:
-                    state = FeedState.from_json(context.cursor)
+                    cursor = SensorCursor.from_json(context.cursor)
                 except CursorError as exc:
                     raise CursorError(
                         f"Sensor '{name}' cannot read its cursor ({exc}). Reset the cursor on the sensor's page "
@@ -149,12 +177,14 @@ def build_dag_run_sensor(
                 # The first request also tells us Airflow's clock, which the lookback is measured on.
                 api_version = instance.api_version
                 now = instance.server_time() or datetime.now(timezone.utc)
-                state = FeedState.initial(now, settings.lookback)
+                cursor = SensorCursor(feed=FeedState.initial(now, settings.lookback))
                 context.log.info(
                     f"airpeer: first tick for Airflow instance '{instance.name}' (REST {api_version}); importing "
-                    f"runs that ended since {state.watermark.isoformat(timespec='seconds')}"
+                    f"runs that ended since {cursor.feed.watermark.isoformat(timespec='seconds')}"
                 )
-            result = feed.poll(state)
+            result = feed.poll(cursor.feed)
+
+        failing = set(cursor.failing)
 
         events: list[AssetEvent] = []
         succeeded: dict[dg.AssetKey, list[str]] = {}
@@ -166,7 +196,14 @@ def build_dag_run_sensor(
                 continue
             if not resolver.is_known(run.dag_id):
                 new_dags += 1
-            events.extend(events_for_run(run, key, run_url=instance.run_url(run.dag_id, run.run_id)))
+            # Completions come in end-date order, so this follows each DAG's status as Airflow lived it.
+            recovered = run.succeeded and run.dag_id in failing
+            if run.succeeded:
+                failing.discard(run.dag_id)
+            else:
+                failing.add(run.dag_id)
+            run_url = instance.run_url(run.dag_id, run.run_id)
+            events.extend(events_for_run(run, key, run_url=run_url, recovered=recovered))
             if run.succeeded and key in user_checks_by_asset:
                 succeeded.setdefault(key, []).append(f"{run.dag_id}/{run.run_id}/{run.end_date}")
 
@@ -204,6 +241,7 @@ def build_dag_run_sensor(
                 f"airpeer: Airflow stopped answering mid-tick ({result.interrupted}); what was read is recorded "
                 "and the next tick resumes from there."
             )
-        return dg.SensorResult(asset_events=events, run_requests=run_requests, cursor=result.state.to_json())
+        next_cursor = SensorCursor(feed=result.state, failing=failing).to_json()
+        return dg.SensorResult(asset_events=events, run_requests=run_requests, cursor=next_cursor)
 
     return _airflow_dag_runs
