@@ -18,6 +18,7 @@ from dagster_airpeer import (
     DagsterAirflowTranslator,
     SnapshotUnavailableError,
     build_defs_from_airflow_instance,
+    sanitize_dag_id,
 )
 from dagster_airpeer.sensor import sensor_name
 from dagster_airpeer.snapshot import AirflowSnapshot, snapshot_path
@@ -79,7 +80,7 @@ def test_snapshot_builds_assets_checks_sensor_and_user_check_job(
     keys = graph.get_all_asset_keys()
     assert {
         dg.AssetKey(["inst", "dag", "a"]),
-        dg.AssetKey(["inst", "dag", "b.c-d"]),
+        dg.AssetKey(["inst", "dag", sanitize_dag_id("b.c-d")]),
         dg.AssetKey("unrelated"),
     } <= keys
     assert any(k.path[2].startswith("odd_id__") for k in keys if len(k.path) == 3)

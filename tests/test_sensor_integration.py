@@ -21,6 +21,7 @@ from dagster_airpeer import (
     AirflowConnectionError,
     AirflowInstance,
     build_defs_from_airflow_instance,
+    sanitize_dag_id,
 )
 from dagster_airpeer.sensor import sensor_name
 
@@ -80,7 +81,7 @@ def dagster_instance() -> Iterator[dg.DagsterInstance]:
 
 
 def _materialized_run_ids(instance: dg.DagsterInstance, dag_id: str) -> list[str]:
-    key = dg.AssetKey(["peered", "dag", dag_id])
+    key = dg.AssetKey(["peered", "dag", sanitize_dag_id(dag_id)])
     records = instance.fetch_materializations(key, limit=1000).records
     out = []
     for record in records:
@@ -114,7 +115,7 @@ def test_definitions_describe_every_dag(airflow: Any, tmp_path: Path) -> None:
     defs = _defs(airflow, tmp_path)
     graph = defs.resolve_asset_graph()
     for dag_id in DAG_IDS:
-        key = dg.AssetKey(["peered", "dag", dag_id])
+        key = dg.AssetKey(["peered", "dag", sanitize_dag_id(dag_id)])
         node = graph.get(key)
         assert node.metadata["airflow/dag_id"] == dag_id
         assert "airflow" in node.kinds

@@ -16,7 +16,7 @@ import dagster as dg
 
 from .airflow.models import Dag
 
-_PLAIN_KEY_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_PLAIN_KEY_PART = re.compile(r"^[A-Za-z0-9_\-]+$")
 _NOT_WORD = re.compile(r"[^A-Za-z0-9_]")
 _TAG_VALUE_MAX = 63
 
@@ -24,10 +24,11 @@ _TAG_VALUE_MAX = 63
 def sanitize_dag_id(dag_id: str) -> str:
     """The asset key component for a DAG id.
 
-    DAG ids made of ASCII letters, digits, ``_``, ``.`` and ``-`` (all DAG ids Airflow itself accepts, bar
-    unicode letters) are kept as they are. Anything else is replaced by ``_`` and a short hash of the original
-    id is appended, so two different ids can never map to one key and a key never changes when other DAGs
-    appear or disappear.
+    DAG ids made of ASCII letters, digits, ``_`` and ``-`` are kept as they are. Anything else (``.``,
+    spaces, ``/``, unicode) is replaced by ``_`` and a short hash of the original id is appended, so two
+    different ids never map to one key and a key never changes when other DAGs appear or disappear. Dots
+    are replaced too because Dagster 1.12 derives op input names from asset keys and rejects them there;
+    keys must not change with the Dagster version.
     """
     if _PLAIN_KEY_PART.match(dag_id):
         return dag_id
