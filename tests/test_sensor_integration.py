@@ -145,9 +145,6 @@ def test_each_run_end_is_recorded_exactly_once(
     assert _materialized_run_ids(dagster_instance, "airpeer.dotted-id").count(dotted_run) == 1
     assert fail_run not in _materialized_run_ids(dagster_instance, "airpeer_fail")
     assert (fail_run, False) in _check_results(dagster_instance, "airpeer_fail")
-    assert ok_run not in [
-        r for r, _ in _check_results(dagster_instance, "airpeer_ok")
-    ]  # one event per success
     metadata = next(
         e.metadata
         for e in result.asset_events
@@ -235,3 +232,26 @@ def test_a_dag_that_recovers_passes_its_run_status_check_again(
     # Newest first: the recovery passes the check, the next success needs no second event.
     assert results == [(first_ok, True), (failed, False)]
     assert _materialized_run_ids(dagster_instance, "airpeer_flaky")[:2] == [second_ok, first_ok]
+
+
+def test_executing_the_run_status_check_reports_airflows_latest_run(
+    airflow: Any, tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    """'Execute all' on the checks tab must not turn the check into an execution failure."""
+    airflow.wait_for_dags(DAG_IDS)
+    _run(airflow, "airpeer_ok")
+    fail_run = _run(airflow, "airpeer_fail")
+    defs = _defs(airflow, tmp_path)
+    keys = [
+        dg.AssetCheckKey(dg.AssetKey(["peered", "dag", dag]), RUN_STATUS_CHECK_NAME)
+        for dag in ("airpeer_ok", "airpeer_fail", "airpeer_two_tasks")
+    ]
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection=set(keys)
+    )
+    result = job.execute_in_process(instance=dagster_instance, raise_on_error=False)
+    assert result.success
+    evaluations = {e.asset_check_key.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()}
+    assert evaluations["airpeer_ok"].passed
+    assert not evaluations["airpeer_fail"].passed
+    assert evaluations["airpeer_fail"].metadata["airflow/run_id"].value == fail_run

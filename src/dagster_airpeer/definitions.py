@@ -1,9 +1,9 @@
 """`build_defs_from_airflow_instance`: the one call that peers an Airflow instance with a code location."""
 
-from __future__ import annotations
-
-from collections.abc import Callable, Sequence
-from datetime import timedelta
+# No `from __future__ import annotations` here: Dagster validates the `context` annotation of check
+# functions as an object, and postponed annotations turn it into a string.
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -12,33 +12,56 @@ from .airflow.errors import AirflowConfigError
 from .airflow.instance import AirflowInstance
 from .airflow.models import Dag
 from .airflow.ui_urls import dag_ui_url
-from .events import RUN_STATUS_CHECK_NAME
+from .events import RUN_STATUS_CHECK_NAME, run_metadata
 from .registry import PeeredInstance, register
 from .sensor import DagAssetResolver, SensorSettings, build_dag_run_sensor
 from .snapshot import AirflowSnapshot, default_snapshot_dir, load_snapshot
 from .translator import DagsterAirflowTranslator
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
-def _run_status_checks(instance_name: str, keys: Sequence[dg.AssetKey]) -> dg.AssetChecksDefinition:
+
+def _run_status_checks(
+    instance: AirflowInstance, keys_by_dag_id: Mapping[str, dg.AssetKey]
+) -> dg.AssetChecksDefinition:
+    dag_id_of_key = {key: dag_id for dag_id, key in keys_by_dag_id.items()}
     specs = [
         dg.AssetCheckSpec(
             name=RUN_STATUS_CHECK_NAME,
             asset=key,
-            description="Reported by the airpeer sensor: passes when an Airflow run of this DAG succeeds, "
-            "fails when one fails. Not executable from Dagster: trigger the DAG in Airflow.",
+            description="Whether the DAG's latest Airflow run succeeded. Reported by the airpeer sensor when "
+            "runs end; executing it from Dagster asks Airflow for the latest finished run.",
         )
-        for key in keys
+        for key in keys_by_dag_id.values()
     ]
 
-    @dg.multi_asset_check(name=f"{instance_name}__airflow_run_status", specs=specs, can_subset=True)
-    def _airflow_run_status() -> dg.AssetCheckResult:
-        raise dg.Failure(
-            description=(
-                f"`{RUN_STATUS_CHECK_NAME}` is reported by the airpeer sensor from Airflow instance "
-                f"'{instance_name}' each time a DAG run ends; it cannot be executed from Dagster. Trigger the "
-                "DAG in Airflow instead."
+    @dg.multi_asset_check(name=f"{instance.name}__airflow_run_status", specs=specs, can_subset=True)
+    def _airflow_run_status(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
+        # Executed from Dagster ("Execute all" on the checks tab, say): report Airflow's truth rather than
+        # fail, so the check's status keeps meaning "the latest Airflow run succeeded".
+        for check_key in sorted(context.selected_asset_check_keys, key=str):
+            dag_id = dag_id_of_key[check_key.asset_key]
+            page = instance.list_finished_runs(
+                end_date_gte=_EPOCH, order_by="-end_date", limit=1, dag_ids=[dag_id]
             )
-        )
+            if not page.runs:
+                yield dg.AssetCheckResult(
+                    asset_key=check_key.asset_key,
+                    check_name=RUN_STATUS_CHECK_NAME,
+                    passed=True,
+                    description=f"No run of DAG {dag_id} has ended in Airflow yet.",
+                    metadata={"airflow/dag_id": dag_id},
+                )
+                continue
+            run = page.runs[0]
+            yield dg.AssetCheckResult(
+                asset_key=check_key.asset_key,
+                check_name=RUN_STATUS_CHECK_NAME,
+                passed=run.succeeded,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"Latest Airflow run {run.run_id} ended in state '{run.state}'.",
+                metadata=run_metadata(run, instance.run_url(run.dag_id, run.run_id)),
+            )
 
     return _airflow_run_status
 
@@ -176,7 +199,7 @@ def build_defs_from_airflow_instance(
     )
     peered = dg.Definitions(
         assets=specs,
-        asset_checks=[_run_status_checks(airflow_instance.name, list(dag_keys.values()))] if dag_keys else [],
+        asset_checks=[_run_status_checks(airflow_instance, dag_keys)] if dag_keys else [],
         sensors=[sensor],
         jobs=[checks_job] if checks_job is not None else [],
     )

@@ -54,13 +54,14 @@ def run_metadata(run: DagRun, run_url: str) -> dict[str, Any]:
 
 
 def events_for_run(
-    run: DagRun, asset_key: dg.AssetKey, *, run_url: str, recovered: bool = False
+    run: DagRun, asset_key: dg.AssetKey, *, run_url: str, status_changed: bool = False
 ) -> list[AssetEvent]:
-    """The events of one completed run: exactly one, or two when a DAG recovers from a failure.
+    """The events of one completed run: one, or two when a success changes the DAG's reported status.
 
     A successful run is a materialization; a failed run is a failing `airflow_run_status` evaluation (a
-    materialization would be a lie). The check passes again with the first success after a failure
-    (`recovered`), so the asset's health turns green again without a second event for every run.
+    materialization would be a lie). A success also passes the check when the DAG's status changes (its
+    first recorded run, or the first success after a failure), so the check shows the DAG's health without
+    writing a second event for every run.
     """
     metadata = run_metadata(run, run_url)
     events: list[AssetEvent] = []
@@ -72,7 +73,7 @@ def events_for_run(
                 metadata=metadata,
             )
         )
-        if not recovered:
+        if not status_changed:
             return events
     events.append(
         dg.AssetCheckEvaluation(

@@ -104,16 +104,16 @@ class DagAssetResolver:
 
 @dataclass
 class SensorCursor:
-    """The sensor's cursor: the feed's position plus the DAGs whose last recorded run failed."""
+    """The sensor's cursor: the feed's position plus the run status last reported for each DAG."""
 
     feed: FeedState
-    #: DAG ids whose latest recorded completion failed: their next success also passes `airflow_run_status`.
-    failing: set[str] = field(default_factory=set)
+    #: DAG id -> whether its last recorded completion succeeded (one entry per DAG with a recorded run).
+    status: dict[str, bool] = field(default_factory=dict)
 
     def to_json(self) -> str:
         doc = self.feed.to_dict()
-        if self.failing:
-            doc["failing"] = sorted(self.failing)
+        doc["ok"] = sorted(d for d, ok in self.status.items() if ok)
+        doc["failing"] = sorted(d for d, ok in self.status.items() if not ok)
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
@@ -123,10 +123,10 @@ class SensorCursor:
         except ValueError as exc:
             raise CursorError(f"the sensor cursor is not JSON: {exc}") from exc
         feed = FeedState.from_dict(doc)
-        failing = doc.get("failing", [])
-        if not isinstance(failing, list):
-            raise CursorError("the sensor cursor's 'failing' entry is not a list")
-        return cls(feed=feed, failing={str(d) for d in failing})
+        ok, failing = doc.get("ok", []), doc.get("failing", [])
+        if not isinstance(ok, list) or not isinstance(failing, list):
+            raise CursorError("the sensor cursor's 'ok'/'failing' entries are not lists")
+        return cls(feed=feed, status={**{str(d): True for d in ok}, **{str(d): False for d in failing}})
 
 
 def sensor_name(instance_name: str) -> str:
@@ -152,7 +152,7 @@ def build_dag_run_sensor(
         description=(
             f"Polls Airflow instance '{instance.name}' ({instance.webserver_url}) for DAG runs that ended and "
             "records each once: a materialization per successful run, a failing `airflow_run_status` check "
-            "per failed run (passing again at the next success). Keep it running."
+            "per failed run (the check passes when a DAG's status turns to success). Keep it running."
         ),
     )
     def _airflow_dag_runs(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -184,7 +184,7 @@ def build_dag_run_sensor(
                 )
             result = feed.poll(cursor.feed)
 
-        failing = set(cursor.failing)
+        status = dict(cursor.status)
 
         events: list[AssetEvent] = []
         succeeded: dict[dg.AssetKey, list[str]] = {}
@@ -197,13 +197,10 @@ def build_dag_run_sensor(
             if not resolver.is_known(run.dag_id):
                 new_dags += 1
             # Completions come in end-date order, so this follows each DAG's status as Airflow lived it.
-            recovered = run.succeeded and run.dag_id in failing
-            if run.succeeded:
-                failing.discard(run.dag_id)
-            else:
-                failing.add(run.dag_id)
+            changed = status.get(run.dag_id) is not run.succeeded
+            status[run.dag_id] = run.succeeded
             run_url = instance.run_url(run.dag_id, run.run_id)
-            events.extend(events_for_run(run, key, run_url=run_url, recovered=recovered))
+            events.extend(events_for_run(run, key, run_url=run_url, status_changed=changed))
             if run.succeeded and key in user_checks_by_asset:
                 succeeded.setdefault(key, []).append(f"{run.dag_id}/{run.run_id}/{run.end_date}")
 
@@ -241,7 +238,7 @@ def build_dag_run_sensor(
                 f"airpeer: Airflow stopped answering mid-tick ({result.interrupted}); what was read is recorded "
                 "and the next tick resumes from there."
             )
-        next_cursor = SensorCursor(feed=result.state, failing=failing).to_json()
+        next_cursor = SensorCursor(feed=result.state, status=status).to_json()
         return dg.SensorResult(asset_events=events, run_requests=run_requests, cursor=next_cursor)
 
     return _airflow_dag_runs

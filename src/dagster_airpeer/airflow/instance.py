@@ -531,7 +531,7 @@ class AirflowInstance:
         *,
         end_date_gte: datetime,
         end_date_lte: datetime | None = None,
-        order_by: Literal["end_date", "id"] = "end_date",
+        order_by: Literal["end_date", "-end_date", "id"] = "end_date",
         offset: int = 0,
         limit: int | None = None,
         dag_ids: Sequence[str] | None = None,
@@ -543,8 +543,8 @@ class AirflowInstance:
         order among runs sharing one end_date. The server may return fewer than `limit` items
         (`api.maximum_page_limit`). `server_time` is the server's clock when it answered.
         """
-        if order_by not in ("end_date", "id"):
-            raise AirflowConfigError(f"`order_by` must be 'end_date' or 'id', got {order_by!r}.")
+        if order_by not in ("end_date", "-end_date", "id"):
+            raise AirflowConfigError(f"`order_by` must be 'end_date', '-end_date' or 'id', got {order_by!r}.")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise AirflowConfigError(f"`offset` must be an integer >= 0, got {offset!r}.")
         page_limit = self.page_size if limit is None else limit
