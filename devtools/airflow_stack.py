@@ -532,8 +532,6 @@ class AirflowStack:
                     f"last lines of {proc.log_path}:\n{_tail(proc.log_path)}"
                 )
 
-    _check_processes = check_alive  # former private name, still used by callers
-
     def _health(self) -> dict[str, Any] | None:
         path = "/api/v2/monitor/health" if self.major == 3 else "/api/v1/health"
         try:

@@ -1,0 +1,56 @@
+# The peering tutorial (examples/tutorial): demo, run-dag, clean, screenshots; and `browser` for the UI test.
+#
+#   make demo      Airflow 3.3 on :8080 (admin/admin) + `dagster dev` on :3000, in the foreground; Ctrl-C stops both
+#   make run-dag   (another shell) triggers rebuild_customers_list through airpeer's client and follows it
+#   make clean     deletes the DAG's Airflow runs and the asset's Dagster history; both keep running
+#
+# Ports and credentials: make demo AIRFLOW_PORT=8081 DAGSTER_PORT=3001 (or the same names as environment
+# variables); give run-dag and clean the same values. Stage 1 of the tutorial alone: TUTORIAL_STAGE=peer.
+
+TUTORIAL_DIR := $(ROOT)/examples/tutorial
+# Which stage of the tutorial Dagster loads: peer_with_check (default) or peer (examples/tutorial/dagster_defs/).
+TUTORIAL_STAGE ?= peer_with_check
+TUTORIAL_DEFS = $(TUTORIAL_DIR)/dagster_defs/$(TUTORIAL_STAGE).py
+SCREENSHOT_DIR := $(ROOT)/docs/images
+
+AIRFLOW_PORT ?= 8080
+DAGSTER_PORT ?= 3000
+AIRFLOW_USERNAME ?= admin
+AIRFLOW_PASSWORD ?= admin
+
+# What the demo's processes are started with, so run-dag and clean reach the same Airflow and Dagster instance.
+TUTORIAL_ENV = \
+	AIRFLOW_PORT="$(AIRFLOW_PORT)" DAGSTER_PORT="$(DAGSTER_PORT)" \
+	AIRFLOW_URL="http://127.0.0.1:$(AIRFLOW_PORT)" DAGSTER_URL="http://127.0.0.1:$(DAGSTER_PORT)" \
+	AIRFLOW_USERNAME="$(AIRFLOW_USERNAME)" AIRFLOW_PASSWORD="$(AIRFLOW_PASSWORD)" \
+	DAGSTER_HOME="$(TUTORIAL_DIR)/.dagster_home" TUTORIAL_EXAMPLE_DIR="$(TUTORIAL_DIR)"
+
+# Debian's Chromium and its WebDriver, for tests/examples/test_tutorial_browser.py.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+TEST_DEPS += browser
+
+.PHONY: demo run-dag clean screenshots browser
+
+demo: install
+	@$(TUTORIAL_ENV) $(PY) $(TUTORIAL_DIR)/scripts/demo.py --defs $(TUTORIAL_DEFS)
+
+run-dag: install
+	@$(TUTORIAL_ENV) $(PY) $(TUTORIAL_DIR)/scripts/run_dag.py
+
+clean: install
+	@$(TUTORIAL_ENV) $(PY) -m dagster_airpeer clean --defs $(TUTORIAL_DEFS) --yes
+
+# Runs the browser test on a private stack (on the demo's ports, so the images show the README's URLs; stop
+# `make demo` first) and keeps its screenshots in docs/images/.
+screenshots: install browser
+	TUTORIAL_SCREENSHOT_DIR="$(SCREENSHOT_DIR)" \
+	TUTORIAL_TEST_AIRFLOW_PORT="$(AIRFLOW_PORT)" TUTORIAL_TEST_DAGSTER_PORT="$(DAGSTER_PORT)" \
+		$(VENV_BIN)/pytest -q -p no:cacheprovider tests/examples/test_tutorial_browser.py
+
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "installing chromium and chromium-driver (apt) ..."; \
+		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium chromium-driver; \
+	fi
