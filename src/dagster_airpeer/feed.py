@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, Protocol
 
-from .airflow.errors import AirflowError
+from .airflow.errors import AirflowError, AirflowResponseError
 from .airflow.models import DagRun, RunsPage
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
@@ -283,11 +283,16 @@ class CompletionFeed:
                 if len(page.runs) >= page.total_entries:
                     caught_up = True
                     break
-                first_end, last_end = page.runs[0].end_date, page.runs[-1].end_date
-                if last_end is None or first_end is None:
-                    # Cannot happen with an end-date filter; refuse to loop on a server that ignores it.
-                    caught_up = True
+                # The filter excludes runs without an end date; should one slip in, page by the others.
+                ends = [run.end_date for run in page.runs if run.end_date is not None]
+                if not ends:
+                    # Nothing to page by: stop here without moving past `position`, and say why.
+                    interrupted = AirflowResponseError(
+                        "Airflow answered a page of finished runs none of which has an end date; "
+                        "the sensor will read it again at the next tick"
+                    )
                     break
+                first_end, last_end = min(ends), max(ends)
                 if last_end <= position or first_end == last_end:
                     # A full page of one instant: page through it by primary key.
                     state.tie_at, state.tie_offset = last_end, 0

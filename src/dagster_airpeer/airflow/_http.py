@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from . import _redact
 from ._retry import BodyNotJSON, RetryableStatus, build_retrying, parse_retry_after
 from .errors import (
     AirflowAuthError,
@@ -36,6 +37,7 @@ from .errors import (
 )
 
 logger = logging.getLogger("dagster_airpeer.airflow")
+_redact.install()
 
 T = TypeVar("T")
 

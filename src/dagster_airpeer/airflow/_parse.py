@@ -13,11 +13,14 @@ Field names come from Airflow's sources: `airflow/api_connexion/schemas/*.py` an
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+
+# Airflow always sends timezone-aware timestamps; a naive one would be compared with aware ones downstream
+# (the feed's watermark), so it is rejected here as a malformed answer naming the field.
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from ._retry import BodyNotJSON
 from .errors import AirflowResponseError
@@ -49,7 +52,7 @@ class _DagCommon(_Wire):
     fileloc: str | None = None
     file_token: str | None = None
     is_paused: bool | None = None
-    last_parsed_time: datetime | None = None
+    last_parsed_time: AwareDatetime | None = None
 
 
 class DagV1(_DagCommon):
@@ -198,13 +201,13 @@ class DagRunWire(_Wire):
     #: Unknown states are kept as they are: a newer Airflow may add some.
     state: str
     run_type: str | None = None
-    logical_date: datetime | None = None
-    execution_date: datetime | None = None
-    queued_at: datetime | None = None
-    start_date: datetime | None = None
-    end_date: datetime | None = None
-    data_interval_start: datetime | None = None
-    data_interval_end: datetime | None = None
+    logical_date: AwareDatetime | None = None
+    execution_date: AwareDatetime | None = None
+    queued_at: AwareDatetime | None = None
+    start_date: AwareDatetime | None = None
+    end_date: AwareDatetime | None = None
+    data_interval_start: AwareDatetime | None = None
+    data_interval_end: AwareDatetime | None = None
     conf: dict[str, Any] | None = None
     note: str | None = None
     triggered_by: str | None = None
@@ -248,8 +251,8 @@ class TaskInstanceWire(_Wire):
     map_index: int = -1
     state: str | None = None
     try_number: int | None = None
-    start_date: datetime | None = None
-    end_date: datetime | None = None
+    start_date: AwareDatetime | None = None
+    end_date: AwareDatetime | None = None
 
 
 class TaskInstancesWire(_Wire):

@@ -408,7 +408,10 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
         if cookie is not None:
             request.headers["Cookie"] = cookie
             response = yield request
-            if response.status_code not in _REFUSED:
+            # Airflow 2 answers 500 (not 401) to the session of a user deleted meanwhile, so a server error
+            # on a cookie request is retried once with basic auth below: a real outage then fails the same
+            # way, and a deleted user becomes a refusal (AirflowAuthError) instead of a retried "outage".
+            if response.status_code not in _REFUSED and response.status_code < 500:
                 with self._lock:
                     self._cookie_honoured = True
                 return
@@ -417,7 +420,7 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
                 # that never worked means the API does not run the session backend: stop trying.
                 if self._cookies and _cookie_header(self._cookies) == cookie:
                     self._cookies.clear()
-            if not self._cookie_honoured:
+            if response.status_code in _REFUSED and not self._cookie_honoured:
                 self._give_up_login("the API refused the session cookie (session auth backend not enabled?)")
             del request.headers["Cookie"]
         username, password = self._get_credentials()
