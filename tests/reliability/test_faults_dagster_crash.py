@@ -1,0 +1,169 @@
+"""Dagster killed between computing a tick and storing its cursor: what is doubled, and that nothing is lost.
+
+Dagster's sensor daemon stores a tick's asset events one by one and then the cursor (dagster/_daemon/
+sensor.py). Killed in between, it evaluates again from the previous cursor: the completions of the
+interrupted tick are delivered again, so the events it had already stored are doubled; nothing is lost.
+(Only a tick with run requests reserves them together with its new cursor in the tick record first; those
+ticks are resumed rather than re-evaluated if the daemon comes back within Dagster's resume window.)
+
+Shown twice: by replaying a tick in-process (deterministic counts), and with the real dagster-daemon killed
+by SIGKILL right after it stored the first event of a tick.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from reliability import oracle
+from reliability.fake_airflow import FakeAirflow
+from reliability.harness import drain, peer_fake
+from reliability.ledger import compare, primary_counts, recorded_events
+from reliability.ticker import Ticker
+
+DEFS = Path(__file__).parent / "defs"
+
+
+@dg.asset_check(asset=dg.AssetKey(["peered", "dag", "alpha"]))
+def alpha_is_fine() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=True)
+
+
+@pytest.mark.parametrize("stored_before_crash", [0, 3, 8], ids=["none-stored", "some-stored", "all-stored"])
+def test_replayed_tick_doubles_exactly_what_the_crashed_tick_stored(
+    stored_before_crash: int, fake: FakeAirflow, tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    peered = peer_fake(fake, tmp_path / "snap", defs=dg.Definitions(asset_checks=[alpha_is_fine]))
+    defs = peered.build()
+    ticker = Ticker(dagster_instance, peered.sensor)
+    drain(ticker, defs)
+    now = datetime.now(timezone.utc)
+    for i in range(8):
+        fake.add_run("alpha", f"fresh_{i}", now - timedelta(seconds=40 - i))  # 8 successes: 8 events
+    cursor_before = ticker.cursor
+    crashed = ticker.evaluate(defs)  # what the killed daemon had computed
+    outcome = ticker.tick(defs, crash_after_events=stored_before_crash)
+    assert not outcome.cursor_stored and ticker.cursor == cursor_before
+    replay = ticker.tick(defs)  # the restarted daemon, from the stored cursor
+    assert replay.events == len(crashed.asset_events) == 8
+    # The check run is requested under the same run key: Dagster launches it once.
+    assert [r.run_key for r in crashed.run_requests or []] == [r.run_key for r in replay.run_requests]
+    verdict = compare(fake.completions(), recorded_events(dagster_instance))
+    assert not verdict.lost and not verdict.unexpected
+    assert len(verdict.doubled) == stored_before_crash
+    counts = primary_counts(recorded_events(dagster_instance))
+    assert sorted(counts[c] for c in verdict.doubled) == [2] * stored_before_crash
+    # And it settles: later ticks add nothing.
+    assert all(o.events == 0 for o in drain(ticker, defs)[1:])
+
+
+# -- the real dagster-daemon --------------------------------------------------------------------------------
+
+
+def _daemon(
+    home: Path, workspace: Path, stack: Any, log: Path, extra_env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "AIRPEER_TEST_AIRFLOW_URL": stack.url,
+        "AIRPEER_TEST_AIRFLOW_USER": stack.username,
+        "AIRPEER_TEST_AIRFLOW_PASSWORD": stack.password,
+        **extra_env,
+    }
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+        cwd=home.parent,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    # The group may outlive its leader (the code server): make sure it is gone.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        os.killpg(proc.pid, signal.SIGKILL)
+        time.sleep(0.2)
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(1)
+    raise AssertionError(
+        f"timed out waiting for {what}; daemon log tail:\n{log.read_text(errors='replace')[-3000:]}"
+    )
+
+
+@pytest.mark.integration
+def test_real_daemon_killed_after_storing_events_before_the_cursor(
+    airflow3: Any, seeded3: Any, tmp_path: Path
+) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(f"load_from:\n  - python_file: {DEFS / 'crash_peer.py'}\n")
+    marker = tmp_path / "crashed-after-first-event"
+    log = tmp_path / "daemon.log"
+    since = datetime.now(timezone.utc) - timedelta(minutes=9)
+    expected = oracle.completions(airflow3, since)
+    assert len(expected) >= 10
+
+    first = _daemon(
+        home, workspace, airflow3, log, {"PYTHONPATH": str(DEFS), "AIRPEER_CRASH_MARKER": str(marker)}
+    )
+    try:
+        _wait(marker.exists, 180, "the first stored event of a tick", log)
+    finally:
+        _stop(first, signal.SIGKILL)  # killed mid-tick: one event stored, no cursor
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        stored_by_the_killed_tick = primary_counts(recorded_events(instance))
+    assert sum(stored_by_the_killed_tick.values()) == 1
+
+    second = _daemon(home, workspace, airflow3, log, {})
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+
+            def caught_up() -> bool:
+                verdict = compare(expected, recorded_events(instance), since=since)
+                return not verdict.lost
+
+            _wait(caught_up, 180, "every completion to be recorded after the restart", log)
+            time.sleep(6)  # a few more ticks: they must add nothing
+            verdict = compare(expected, recorded_events(instance), since=since)
+    finally:
+        _stop(second)
+    assert not verdict.lost and not verdict.unexpected, verdict.summary()
+    # At most the completion whose event the killed tick had stored is doubled (not even that one when the
+    # restarted first tick's lookback, measured later, no longer reaches it).
+    assert set(verdict.doubled) <= set(stored_by_the_killed_tick)
+    assert seeded3.run_ids
