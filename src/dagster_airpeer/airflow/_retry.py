@@ -6,6 +6,7 @@ Retried: connection failures, timeouts, broken HTTP exchanges, bodies cut mid-an
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -47,11 +48,26 @@ class BodyNotJSON(Exception):
 _NOT_RETRIED_TRANSPORT = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
 
 
+def _is_certificate_failure(exc: BaseException) -> bool:
+    # httpx wraps the ssl error of a refused certificate in ConnectError; the next attempt meets the same
+    # certificate, so retrying only delays the error the user has to act on.
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Whether a failed attempt is worth repeating."""
     if isinstance(exc, (RetryableStatus, BodyNotJSON)):
         return True
-    return isinstance(exc, httpx.TransportError) and not isinstance(exc, _NOT_RETRIED_TRANSPORT)
+    return (
+        isinstance(exc, httpx.TransportError)
+        and not isinstance(exc, _NOT_RETRIED_TRANSPORT)
+        and not _is_certificate_failure(exc)
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:
