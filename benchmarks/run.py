@@ -1,0 +1,557 @@
+"""The benchmark orchestrator: airpeer vs dagster-airlift against a real Airflow. ``python -m benchmarks``.
+
+For every planned Airflow (2.11 for the side-by-side figures, dagster-airlift speaking only REST v1; 3.3 for
+airpeer's own figures) it writes N DAG files, starts Airflow on 127.0.0.1, and runs the cases:
+
+* loads: build the definitions (DAG metadata only; with DAG sources, first load and reloads);
+* sensors: seed K finished runs through Airflow's ORM, then tick each library's sensor from the same start
+  until it is caught up, checking every event against the seeded runs (lost, doubled);
+* idle ticks once caught up, the time to store the events in a Dagster instance, and a profile of airpeer's
+  sensor.
+
+Results go to ``WORK/results.json`` and the report (BENCHMARKS.md) is rendered from it by
+:mod:`benchmarks.report`. dagster-airlift gets a time cap per command and is reported as "did not finish"
+when it hits it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from devtools.airflow_stack import AirflowStack
+
+from . import latency
+from .dagfiles import TASK_IDS, write_dag_files
+from .driver import AdapterError, AdapterProcess, AdapterTimeout
+from .manifest import Manifest, build_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHONS = {
+    "airpeer": ROOT / ".venv" / "bin" / "python",
+    "airlift": ROOT / ".venvs" / "airlift" / "bin" / "python",
+}
+LIBRARY_LABELS = {"airpeer": "airpeer", "airlift": "dagster-airlift"}
+#: Margin before the first seeded end date where both sensors start (no other run ends in it).
+START_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True)
+class SensorCase:
+    """K runs seeded over the plan's DAGs; ``ties``: every run ends at the same instant."""
+
+    runs: int
+    ties: bool = False
+    idle_after: bool = False
+    profile: bool = False
+    airlift: bool = True
+
+    @property
+    def label(self) -> str:
+        return f"K={self.runs}, {'one identical end time (ties)' if self.ties else 'spread over time'}"
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    """One Airflow with N DAG files and the cases run against it."""
+
+    major: int
+    dags: int
+    libraries: tuple[str, ...]
+    loads: bool = False
+    latency: bool = False
+    sensors: tuple[SensorCase, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    tiny: bool
+    load_repeats: int
+    airlift_load_repeats: int
+    sensor_repeats: int
+    idle_ticks: int
+    latency_samples: int
+    airlift_cap_s: float
+    airpeer_cap_s: float
+    store_limit: int
+    plans: tuple[StackPlan, ...] = field(default_factory=tuple)
+
+
+BOTH = ("airpeer", "airlift")
+FULL_PLANS = (
+    StackPlan(2, 100, BOTH, sensors=(SensorCase(1000), SensorCase(1000, ties=True))),
+    StackPlan(
+        2,
+        1000,
+        BOTH,
+        loads=True,
+        latency=True,
+        sensors=(
+            SensorCase(1000, idle_after=True),
+            SensorCase(10_000, profile=True),
+            SensorCase(10_000, ties=True, airlift=False),
+        ),
+    ),
+    StackPlan(3, 100, ("airpeer",), sensors=(SensorCase(1000), SensorCase(1000, ties=True))),
+    StackPlan(
+        3,
+        1000,
+        ("airpeer",),
+        loads=True,
+        latency=True,
+        sensors=(
+            SensorCase(1000, idle_after=True),
+            SensorCase(10_000, profile=True),
+            SensorCase(10_000, ties=True),
+        ),
+    ),
+)
+TINY_PLANS = (
+    StackPlan(
+        2,
+        5,
+        BOTH,
+        loads=True,
+        latency=True,
+        sensors=(SensorCase(30, idle_after=True, profile=True), SensorCase(30, ties=True)),
+    ),
+    StackPlan(3, 5, ("airpeer",), loads=True, latency=True, sensors=(SensorCase(30, idle_after=True),)),
+)
+
+
+def _env_for(major: int) -> dict[str, str]:
+    """Benchmark settings of the Airflow processes (on top of devtools' test settings)."""
+    # Files are parsed once at start; re-parsing 1000 files every few seconds would take a core of the
+    # two away from both libraries. The re-parse case is measured explicitly (`airflow dags reserialize`).
+    env = {
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "86400",
+        "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "86400",
+    }
+    if major == 2:
+        env["AIRFLOW__WEBSERVER__WORKERS"] = "2"
+        # Airflow 2 parses with a single process on SQLite (~1 s per file under load: 20 minutes for 1000
+        # files). The scheduler is told a standalone processor parses (none runs), and the DAGs are
+        # registered once with `airflow dags reserialize` instead (~25 s for 1000).
+        env["AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR"] = "True"
+        # With a "standalone" processor the scheduler deactivates DAGs not re-parsed for 10 minutes.
+        env["AIRFLOW__SCHEDULER__DAG_STALE_NOT_SEEN_DURATION"] = "8640000"
+    else:
+        env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = "86400"
+        env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] = "86400"
+        env["AIRFLOW__API__WORKERS"] = "2"
+    return env
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- checking
+
+
+def check_events(events: list[list[Any]], manifest: Manifest, library: str) -> dict[str, Any]:
+    """Compare a sensor's events with the seeded runs: lost, doubled, unexpected, wrong check outcome.
+
+    airpeer reports every run that ends: a successful run by one materialization (plus, when the DAG
+    recovers from a failure, one passing `airflow_run_status` check), a failed run by one failing check.
+    dagster-airlift reports successful runs only, by one materialization each.
+    """
+    mats: Counter[tuple[str, str]] = Counter()
+    checks: Counter[tuple[str, str]] = Counter()
+    passing = failing = wrong_outcome = 0
+    succeeded, failed = manifest.succeeded, manifest.failed
+    for kind, dag_id, run_id, passed in events:
+        run = (dag_id, run_id)
+        if kind == "mat":
+            mats[run] += 1
+            continue
+        checks[run] += 1
+        passing += bool(passed)
+        failing += not passed
+        if bool(passed) != (run in succeeded):
+            wrong_outcome += 1
+    must_check = failed if library == "airpeer" else set()
+    may_check = succeeded | failed if library == "airpeer" else set()
+    lost_runs = {r for r in succeeded if mats[r] == 0} | {r for r in must_check if checks[r] == 0}
+    doubled_runs = {r for r, n in mats.items() if n > 1} | {r for r, n in checks.items() if n > 1}
+    unexpected = (set(mats) - succeeded) | (set(checks) - may_check)
+    return {
+        "seeded_runs": len(manifest.runs),
+        "seeded_failed": len(failed),
+        "runs_reported": len(set(mats) | set(checks)),
+        "failed_runs_reported": len(failed & (set(mats) | set(checks))),
+        "materializations": sum(mats.values()),
+        "passing_checks": passing,
+        "failing_checks": failing,
+        "lost": len(lost_runs),
+        "doubled": len(doubled_runs),
+        "unexpected": len(unexpected),
+        "wrong_check_outcome": wrong_outcome,
+        "events": len(events),
+    }
+
+
+def summarize_ticks(ticks: list[dict[str, Any]]) -> dict[str, Any]:
+    endpoints: Counter[str] = Counter()
+    for tick in ticks:
+        endpoints.update(tick.get("endpoints", {}))
+    walls = [t["wall_s"] for t in ticks]
+    return {
+        "ticks": len(ticks),
+        "total_s": sum(walls),
+        "max_tick_s": max(walls) if walls else 0.0,
+        "cpu_s": sum(t["cpu_s"] for t in ticks),
+        "requests": sum(t["requests"] for t in ticks),
+        "endpoints": dict(endpoints),
+        "events": sum(t["events"] for t in ticks),
+        "tick_walls": walls,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- the cases
+
+
+class StackRun:
+    """Runs one plan: its Airflow, its adapters, its cases; fills ``self.result``."""
+
+    def __init__(self, plan: StackPlan, settings: Settings, work: Path) -> None:
+        self.plan = plan
+        self.settings = settings
+        self.dir = work / f"airflow{plan.major}-n{plan.dags}"
+        self.result: dict[str, Any] = {
+            "major": plan.major,
+            "dags": plan.dags,
+            "libraries": list(plan.libraries),
+            "settings": _env_for(plan.major),
+            "loads": {},
+            "sensors": [],
+        }
+        self.adapters: dict[str, AdapterProcess] = {}
+        self.stack: AirflowStack | None = None
+
+    def cap(self, library: str) -> float:
+        return self.settings.airlift_cap_s if library == "airlift" else self.settings.airpeer_cap_s
+
+    def run(self) -> dict[str, Any]:
+        plan = self.plan
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        dags_folder = self.dir / "dags"
+        self.dag_ids = write_dag_files(dags_folder, plan.dags)
+        stack = AirflowStack(
+            major=plan.major,
+            home=self.dir / "home",
+            dags_folder=dags_folder,
+            dags_paused_at_creation=True,
+            extra_env=_env_for(plan.major),
+        )
+        self.stack = stack
+        say(f"Airflow {stack.version_label} with {plan.dags} DAG files: starting")
+        started = time.monotonic()
+        try:
+            stack.start(timeout=300)
+            self.result["startup_s"] = time.monotonic() - started
+            if plan.major == 2:
+                stack.cli("dags", "reserialize", timeout=1800)
+            stack.wait_for_dags(self.dag_ids, timeout=900)
+            self.result["dags_listed_s"] = time.monotonic() - started
+            self.result["airflow_version"] = subprocess.run(
+                [str(stack.python()), "-c", "import airflow; print(airflow.__version__)"],
+                env=stack.env, capture_output=True, text=True, check=True,
+            ).stdout.strip()  # fmt: skip
+            say(f"Airflow {self.result['airflow_version']} ready, {plan.dags} DAGs listed after "
+                f"{self.result['dags_listed_s']:.1f} s")  # fmt: skip
+            for library in plan.libraries:
+                adapter = AdapterProcess(library, PYTHONS[library], self.dir / f"adapter-{library}.log")
+                self.adapters[library] = adapter
+                info = adapter.call("init", cap_s=300, url=stack.url, username=stack.username, major=plan.major,
+                                    password=stack.password)  # fmt: skip
+                self.result.setdefault("library_versions", {})[library] = info["versions"]
+            if plan.loads:
+                self.run_loads()
+            for index, case in enumerate(plan.sensors):
+                self.run_sensor_case(case, measure_latency=plan.latency and index == 0)
+        finally:
+            for adapter in self.adapters.values():
+                adapter.close()
+            stack.stop()
+            say(f"Airflow {stack.version_label} stopped")
+        return self.result
+
+    # -- loads ----------------------------------------------------------------------------------------------
+
+    def _load(self, library: str, repeats: int, **params: Any) -> dict[str, Any]:
+        adapter = self.adapters[library]
+        try:
+            return dict(adapter.call("load", cap_s=self.cap(library), repeats=repeats, **params))
+        except AdapterTimeout as exc:
+            say(f"{library}: {exc}")
+            return {"dnf": True, "cap_s": self.cap(library)}
+
+    def run_loads(self) -> None:
+        loads = self.result["loads"]
+        s = self.settings
+        say("load, DAG metadata only")
+        loads["metadata"] = {}
+        for lib in self.plan.libraries:
+            repeats = s.load_repeats if lib == "airpeer" else s.airlift_load_repeats
+            loads["metadata"][lib] = self._load(lib, repeats, show_dag_source=False)
+        say("load with DAG sources: first loads")
+        first: dict[str, Any] = {}
+        reload: dict[str, Any] = {}
+        for lib in self.plan.libraries:
+            cache = str(self.dir / f"source-cache-{lib}")
+            if lib == "airpeer":
+                first[lib] = self._load(lib, s.load_repeats, show_dag_source=True, cache_dir=cache,
+                                        fresh_cache_each=True)  # fmt: skip
+                say("load with DAG sources: reloads (DAG files unchanged)")
+                reload[lib] = self._load(lib, s.load_repeats, show_dag_source=True, cache_dir=cache)
+            else:
+                # dagster-airlift keeps nothing between loads: its reload is another full load.
+                both = self._load(lib, 2, show_dag_source=True)
+                if both.get("dnf"):
+                    first[lib] = reload[lib] = both
+                else:
+                    first[lib] = _pick(both, 0)
+                    reload[lib] = _pick(both, 1)
+        loads["source_first"] = first
+        loads["source_reload"] = reload
+        assert self.stack is not None
+        say("re-parsing every DAG file (`airflow dags reserialize`, contents unchanged)")
+        started = time.monotonic()
+        self.stack.cli("dags", "reserialize", timeout=1800)
+        loads["reserialize_s"] = time.monotonic() - started
+        if "airpeer" in self.plan.libraries:
+            cache = str(self.dir / "source-cache-airpeer")
+            after = self._load("airpeer", 1, show_dag_source=True, cache_dir=cache)
+            loads["source_reload_after_reparse"] = {"airpeer": after}
+
+    # -- sensors --------------------------------------------------------------------------------------------
+
+    def seed(self, case: SensorCase) -> tuple[Manifest, dict[str, Any]]:
+        assert self.stack is not None
+        manifest = build_manifest(self.dag_ids, case.runs, ties=case.ties)
+        path = self.dir / f"manifest-k{case.runs}{'-ties' if case.ties else ''}.json"
+        manifest.write(path, self.dag_ids, TASK_IDS)
+        started = time.monotonic()
+        done = subprocess.run(
+            [str(self.stack.python()), str(Path(__file__).with_name("seed_airflow.py")), str(path)],
+            env=self.stack.env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"seeding failed:\n{done.stdout}\n{done.stderr}")
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        report["wall_s"] = time.monotonic() - started
+        return manifest, report
+
+    def run_sensor_case(self, case: SensorCase, measure_latency: bool) -> None:
+        plan, s = self.plan, self.settings
+        say(f"sensor, N={plan.dags}, {case.label}: seeding")
+        manifest, seed_report = self.seed(case)
+        entry: dict[str, Any] = {"case": asdict(case), "label": case.label, "seed": seed_report, "results": {},
+                                 "loadavg_before": os.getloadavg()}  # fmt: skip
+        if measure_latency:
+            assert self.stack is not None
+            say("latency floor of the server")
+            self.result["latency"] = latency.measure(
+                self.stack.url,
+                plan.major,
+                self.stack.username,
+                self.stack.password,
+                s.latency_samples,
+                since=manifest.start.timestamp(),
+            )
+        history_from = manifest.start.timestamp() - START_MARGIN_S
+        for library in plan.libraries:
+            if library == "airlift" and not case.airlift:
+                continue
+            entry["results"][library] = self.run_sensor_library(library, case, manifest, history_from)
+        self.result["sensors"].append(entry)
+
+    def run_sensor_library(
+        self, library: str, case: SensorCase, manifest: Manifest, history_from: float
+    ) -> dict[str, Any]:
+        s = self.settings
+        adapter = self.adapters[library]
+        repeats = s.sensor_repeats if library == "airpeer" else 1
+        runs: list[dict[str, Any]] = []
+        out: dict[str, Any] = {"runs": runs}
+        for attempt in range(repeats):
+            say(f"  {library}: sensor run {attempt + 1}/{repeats}")
+            try:
+                raw = adapter.call("sensor", cap_s=self.cap(library), history_from=history_from,
+                                   deadline_s=self.cap(library))  # fmt: skip
+            except AdapterTimeout as exc:
+                ticks = [p["tick"] for p in exc.progress if "tick" in p]
+                summary = summarize_ticks(ticks)
+                summary.update(dnf=True, cap_s=self.cap(library), caught_up=False)
+                runs.append(summary)
+                say(f"  {library}: did not finish in {self.cap(library):.0f} s "
+                    f"({summary['events']} events in {summary['ticks']} ticks)")  # fmt: skip
+                out["dnf"] = True
+                return out
+            summary = summarize_ticks(raw["ticks"])
+            summary["caught_up"] = raw["caught_up"]
+            summary["check"] = check_events(raw["events"], manifest, library)
+            runs.append(summary)
+            say(f"  {library}: {summary['ticks']} ticks, {summary['total_s']:.2f} s, {summary['requests']} requests,"
+                f" {summary['events']} events, lost {summary['check']['lost']}, doubled {summary['check']['doubled']}")  # fmt: skip
+        # Ticks after the one that emitted nothing: a sensor that is really caught up reads O(1) pages here.
+        idle_ticks = s.idle_ticks if case.idle_after else 2
+        say(f"  {library}: {idle_ticks} idle ticks")
+        try:
+            out["idle"] = adapter.call("idle", cap_s=self.cap(library), ticks=idle_ticks)["ticks"]
+        except AdapterTimeout:
+            out["idle_dnf"] = True
+        say(f"  {library}: storing the events in a Dagster instance")
+        try:
+            out["store"] = adapter.call("store", cap_s=self.cap(library), limit=s.store_limit)
+        except AdapterTimeout:
+            out["store"] = {"dnf": True}
+        if case.profile and library == "airpeer":
+            say(f"  {library}: profiled sensor run (pyinstrument)")
+            profile_path = self.dir / f"profile-airpeer-n{self.plan.dags}-k{case.runs}.txt"
+            raw = adapter.call("sensor", cap_s=self.cap(library), history_from=history_from,
+                               deadline_s=self.cap(library), profile_path=str(profile_path))  # fmt: skip
+            out["profile"] = {**(raw.get("profile") or {}), "text_path": str(profile_path),
+                              "run": summarize_ticks(raw["ticks"])}  # fmt: skip
+        return out
+
+
+def _pick(load: dict[str, Any], index: int) -> dict[str, Any]:
+    """One build out of a multi-build load result, as a one-build result."""
+    picked = dict(load)
+    for key in ("wall_s", "cpu_s", "requests", "endpoints"):
+        if key in load and len(load[key]) > index:
+            picked[key] = [load[key][index]]
+    return picked
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+    except (OSError, StopIteration):
+        mem_kb = 0
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def build_settings(args: argparse.Namespace) -> Settings:
+    if args.tiny:
+        return Settings(
+            tiny=True, load_repeats=2, airlift_load_repeats=1, sensor_repeats=1, idle_ticks=3,
+            latency_samples=5, airlift_cap_s=args.airlift_cap or 180, airpeer_cap_s=180, store_limit=2000,
+            plans=TINY_PLANS,
+        )  # fmt: skip
+    return Settings(
+        tiny=False, load_repeats=5, airlift_load_repeats=3, sensor_repeats=3, idle_ticks=5,
+        latency_samples=20, airlift_cap_s=args.airlift_cap or 600, airpeer_cap_s=900, store_limit=2000,
+        plans=FULL_PLANS,
+    )  # fmt: skip
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    # SIGTERM (timeout, pytest-timeout, CI) must stop Airflow and the adapters like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny sizes (N=5, K=30): checks the harness in minutes"
+    )
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="the report to write")
+    parser.add_argument(
+        "--work-dir", type=Path, default=ROOT / ".work" / "bench", help="Airflow homes, logs, results"
+    )
+    parser.add_argument("--airlift-cap", type=float, default=None, help="seconds per dagster-airlift command")
+    parser.add_argument(
+        "--only", default=None, help="run only plans matching e.g. '2:1000' or '3:100,3:1000'"
+    )
+    parser.add_argument("--render", type=Path, default=None, help="only render OUTPUT from this results.json")
+    parser.add_argument(
+        "--command", default=None, help="the command recorded in the report (default: this one)"
+    )
+    args = parser.parse_args(argv)
+
+    from .report import render
+
+    if args.render is not None:
+        results = json.loads(args.render.read_text())
+        args.output.write_text(render(results))
+        say(f"wrote {args.output}")
+        return 0
+
+    for library, python in PYTHONS.items():
+        if not python.exists():
+            raise SystemExit(f"{python} is missing ({library}); run `make bench`, which installs it")
+    settings = build_settings(args)
+    plans = settings.plans
+    if args.only:
+        wanted = {tuple(int(x) for x in item.split(":")) for item in args.only.split(",")}
+        plans = tuple(p for p in plans if (p.major, p.dags) in wanted)
+    work = args.work_dir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    command = args.command or " ".join(
+        shlex.quote(a) for a in [Path(sys.executable).name, "-m", "benchmarks", *(argv or sys.argv[1:])]
+    )
+    results: dict[str, Any] = {
+        "command": command,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tiny": settings.tiny,
+        "machine": machine_info(),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "plans"},
+        "stacks": [],
+    }
+    results_path = work / "results.json"
+    for plan in plans:
+        try:
+            results["stacks"].append(StackRun(plan, settings, work).run())
+        except (AdapterError, RuntimeError) as exc:
+            say(f"plan Airflow {plan.major} N={plan.dags} failed: {exc}")
+            results["stacks"].append({"major": plan.major, "dags": plan.dags, "error": str(exc)})
+        results_path.write_text(json.dumps(results, indent=1, default=_json_default))
+    results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results_path.write_text(json.dumps(results, indent=1, default=_json_default))
+    args.output.write_text(render(results))
+    say(f"wrote {args.output} (raw figures in {results_path})")
+    return 1 if any("error" in stack for stack in results["stacks"]) else 0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)

@@ -1,0 +1,38 @@
+# Benchmarks (benchmarks/): airpeer vs dagster-airlift against a real Airflow 2.11 and 3.3.
+#
+#   make bench        every case at full size (about 40 minutes; dagster-airlift is capped per case), writes
+#                     BENCHMARKS.md at the repository root; raw figures and logs in .work/bench
+#   make bench-tiny   the same harness at tiny size (N=5, K=30; 3-5 minutes), report in .work/bench-tiny
+#
+# BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--only 2:1000 --airlift-cap 900".
+# dagster-airlift pins its own dagster, so it gets its own venv (.venvs/airlift); uv resolves it.
+
+AIRLIFT_VENV := $(ROOT)/.venvs/airlift
+AIRLIFT_SPEC := dagster-airlift[core]==0.29.27
+AIRLIFT_STAMP := $(AIRLIFT_VENV)/.airpeer-installed
+BENCH_ARGS ?=
+
+.PHONY: bench bench-tiny bench-env
+
+bench-env: install $(AIRLIFT_STAMP)
+
+$(AIRLIFT_VENV)/bin/python: | $(UV)
+	@echo "creating $(AIRLIFT_VENV) ..."
+	@mkdir -p "$(dir $(AIRLIFT_VENV))"
+	@UV_PYTHON_DOWNLOADS=never $(UV) venv --quiet --python "$(BASE_PYTHON)" "$(AIRLIFT_VENV)"
+
+$(AIRLIFT_STAMP): | $(AIRLIFT_VENV)/bin/python
+	@echo "installing $(AIRLIFT_SPEC) into .venvs/airlift ..."
+	@$(UV_INSTALL) --python "$(AIRLIFT_VENV)/bin/python" "$(AIRLIFT_SPEC)"
+	@touch "$@"
+
+bench: bench-env
+	cd "$(ROOT)" && "$(PY)" -m benchmarks --command "make bench" $(BENCH_ARGS)
+
+bench-tiny: bench-env
+	cd "$(ROOT)" && "$(PY)" -m benchmarks --tiny --command "make bench-tiny" \
+		--work-dir "$(ROOT)/.work/bench-tiny" --output "$(ROOT)/.work/bench-tiny/BENCHMARKS.md" $(BENCH_ARGS)
+
+# `make test` runs the harness once at tiny size (tests/benchmarks/test_bench_tiny.py): it needs the venv.
+TEST_DEPS += bench-env
+test: bench-env
