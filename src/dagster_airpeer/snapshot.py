@@ -8,7 +8,6 @@ The snapshot holds only DAG metadata: never a credential.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .airflow._files import write_atomically
 from .airflow.errors import AirflowConfigError, AirflowConnectionError, AirflowError, AirflowVersionError
 from .airflow.instance import AirflowInstance
 from .airflow.models import Dag
@@ -52,18 +52,6 @@ def default_snapshot_dir() -> Path:
 
 def snapshot_path(snapshot_dir: Path, instance_name: str) -> Path:
     return snapshot_dir / f"{instance_name}.snapshot.json"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_snapshot(path: Path) -> AirflowSnapshot | None:
@@ -135,5 +123,5 @@ def load_snapshot(
         return stored
     except AirflowConfigError:
         raise
-    _write_atomically(path, snapshot.model_dump_json())
+    write_atomically(path, snapshot.model_dump_json())
     return snapshot

@@ -27,8 +27,6 @@ No dagster import here: this module belongs to the Airflow client.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import _parse as p
+from ._files import write_atomically
 from .errors import AirflowError
 from .instance import AirflowInstance
 from .models import Dag
@@ -219,7 +218,7 @@ class DagSourceCache:
             webserver_url=instance.webserver_url, api_version=instance.api_version, entries=entries
         )
         try:
-            _write_atomically(self.path, cache.model_dump_json())
+            write_atomically(self.path, cache.model_dump_json())
         except OSError as exc:
             # A read-only or full disk costs the next load some requests, nothing more.
             log.warning("airpeer: cannot write the DAG source cache %s (%s)", self.path, exc)
@@ -254,15 +253,3 @@ def _latest_versions(instance: AirflowInstance, wanted: set[str]) -> dict[str, _
         if len(latest) == len(wanted) or not page.dag_versions or offset >= page.total_entries:
             return latest
     return latest
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
