@@ -184,25 +184,25 @@ def build_dag_run_sensor(
                 )
             result = feed.poll(cursor.feed)
 
-        status = dict(cursor.status)
-
-        events: list[AssetEvent] = []
-        succeeded: dict[dg.AssetKey, list[str]] = {}
-        not_peered = new_dags = 0
-        for run in result.completions:
-            key = resolver.key_for(run.dag_id)
-            if key is None:
-                not_peered += 1
-                continue
-            if not resolver.is_known(run.dag_id):
-                new_dags += 1
-            # Completions come in end-date order, so this follows each DAG's status as Airflow lived it.
-            changed = status.get(run.dag_id) is not run.succeeded
-            status[run.dag_id] = run.succeeded
-            run_url = instance.run_url(run.dag_id, run.run_id)
-            events.extend(events_for_run(run, key, run_url=run_url, status_changed=changed))
-            if run.succeeded and key in user_checks_by_asset:
-                succeeded.setdefault(key, []).append(f"{run.dag_id}/{run.run_id}/{run.end_date}")
+            status = dict(cursor.status)
+            events: list[AssetEvent] = []
+            succeeded: dict[dg.AssetKey, list[str]] = {}
+            not_peered = new_dags = 0
+            # Inside the deadline too: a DAG added after the load is looked up (once, one request).
+            for run in result.completions:
+                key = resolver.key_for(run.dag_id)
+                if key is None:
+                    not_peered += 1
+                    continue
+                if not resolver.is_known(run.dag_id):
+                    new_dags += 1
+                # Completions come in end-date order, so this follows each DAG's status as Airflow lived it.
+                changed = status.get(run.dag_id) is not run.succeeded
+                status[run.dag_id] = run.succeeded
+                run_url = instance.run_url(run.dag_id, run.run_id)
+                events.extend(events_for_run(run, key, run_url=run_url, status_changed=changed))
+                if run.succeeded and key in user_checks_by_asset:
+                    succeeded.setdefault(key, []).append(f"{run.dag_id}/{run.run_id}/{run.end_date}")
 
         run_requests = []
         if succeeded and checks_job is not None:
