@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -338,6 +339,14 @@ def serve(adapter: Adapter) -> None:
         protocol.write(json.dumps(message) + "\n")
         protocol.flush()
 
+    try:
+        _serve_lines(adapter, send)
+    finally:
+        # The scratch directory (snapshots, caches of metadata-only loads) dies with the adapter.
+        shutil.rmtree(adapter.work_dir, ignore_errors=True)
+
+
+def _serve_lines(adapter: Adapter, send: Callable[[dict[str, Any]], None]) -> None:
     for line in sys.stdin:
         if not line.strip():
             continue

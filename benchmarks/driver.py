@@ -121,6 +121,10 @@ class AdapterProcess:
         if self._popen is not None and self._popen.poll() is None:
             with contextlib.suppress(AdapterError, AdapterTimeout, BrokenPipeError, OSError):
                 self.call("quit", cap_s=10)
+            # Let it clean up its scratch directory and exit on its own; kill() is for what does not.
+            if self._popen is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._popen.wait(timeout=10)
         self.kill()
         if self._log is not None:
             self._log.close()

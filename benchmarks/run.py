@@ -507,11 +507,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from .report import render
+    from .report import write_report
 
     if args.render is not None:
         results = json.loads(args.render.read_text())
-        args.output.write_text(render(results))
+        write_report(args.output, results)
         say(f"wrote {args.output}")
         return 0
 
@@ -546,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         results_path.write_text(json.dumps(results, indent=1, default=_json_default))
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results_path.write_text(json.dumps(results, indent=1, default=_json_default))
-    args.output.write_text(render(results))
+    write_report(args.output, results)
     say(f"wrote {args.output} (raw figures in {results_path})")
     return 1 if any("error" in stack for stack in results["stacks"]) else 0
 
