@@ -776,8 +776,9 @@ def _quote(segment: str) -> str:
 
 
 @contextlib.contextmanager
-def _signals_raise_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt (like SIGINT) while the block runs."""
+def interrupt_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt (like Ctrl-C) while the block runs, so a test or a service
+    manager gets the same clean stop as a person at the terminal."""
 
     def _raise(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -805,7 +806,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print(message, flush=True)
 
     try:
-        with _signals_raise_interrupt():
+        with interrupt_on_sigterm():
             try:
                 started = time.monotonic()
                 stack.start(timeout=args.timeout, progress=say)

@@ -27,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:
 from devtools.airflow_stack import (  # noqa: E402
     AirflowStack,
     AirflowStackError,
+    interrupt_on_sigterm,
     port_is_listening,
     session_pids,
 )
@@ -259,20 +260,6 @@ class DagsterDev:
         self.popen = None
 
 
-@contextlib.contextmanager
-def _interrupt_on_sigterm() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C, so a test (or a service manager) gets the same clean stop."""
-
-    def _raise(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_demo(config: DemoConfig) -> int:
     """Start both systems, wait for Ctrl-C, stop both; return the exit status."""
     say = Progress()
@@ -309,7 +296,7 @@ def run_demo(config: DemoConfig) -> int:
     # Explicitly: a shell that starts us in the background hands down SIGINT ignored, and children would
     # inherit that too (dagster dev then ignores the SIGINT that asks it to stop).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    with _interrupt_on_sigterm():
+    with interrupt_on_sigterm():
         try:
             airflow.start(timeout=config.timeout, progress=say)
             say(f"Airflow 3.3: waiting for the DAG {DAG_ID} to be parsed ...")
