@@ -7,17 +7,22 @@ integration tests check the same feed against real Airflow 2 and 3.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import math
 import random
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
 from dagster_airpeer.airflow.errors import AirflowConnectionError
 from dagster_airpeer.airflow.models import DagRun, RunsPage
-from dagster_airpeer.feed import CompletionFeed, CursorError, FeedState
+from dagster_airpeer.feed import CompletionFeed, CursorError, FeedState, InlineExecutor
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 LATE = timedelta(minutes=5)
@@ -41,8 +46,13 @@ class FakeAirflow:
     rows: list[_Row] = field(default_factory=list)
     requests: int = 0
     fail_after: int | None = None
+    #: Called with the request's number before it is answered (to change the table between two pages).
+    on_request: Callable[[int], None] | None = None
     send_date: bool = True
     rng: random.Random = field(default_factory=lambda: random.Random(0))
+    #: Rows sorted by (end date, id), so a request costs what its range holds, not the whole table.
+    _index: list[tuple[datetime, int, _Row]] = field(default_factory=list)
+    _next_id: int = 1
 
     def add(
         self,
@@ -55,10 +65,14 @@ class FakeAirflow:
         run = DagRun(
             dag_id=dag_id, run_id=run_id, state=state, end_date=end, start_date=end - timedelta(seconds=5)
         )
-        self.rows.append(_Row(id=len(self.rows) + 1, run=run, visible_from=end + commit_delay))
+        row = _Row(id=self._next_id, run=run, visible_from=end + commit_delay)
+        self._next_id += 1
+        self.rows.append(row)
+        bisect.insort(self._index, (end, row.id, row), key=lambda item: (item[0], item[1]))
 
     def delete(self, dag_id: str, run_id: str) -> None:
         self.rows = [r for r in self.rows if (r.run.dag_id, r.run.run_id) != (dag_id, run_id)]
+        self._index = [i for i in self._index if (i[2].run.dag_id, i[2].run.run_id) != (dag_id, run_id)]
 
     def list_finished_runs(
         self,
@@ -73,22 +87,33 @@ class FakeAirflow:
         self.requests += 1
         if self.fail_after is not None and self.requests > self.fail_after:
             raise AirflowConnectionError("Airflow instance 'fake' could not be reached")
-        rows = [
-            r
-            for r in self.rows
-            if r.visible_from <= self.now
-            and r.run.end_date is not None
-            and r.run.end_date >= end_date_gte
-            and (end_date_lte is None or r.run.end_date <= end_date_lte)
-        ]
+        if self.on_request is not None:
+            self.on_request(self.requests)
+        lo = bisect.bisect_left(self._index, (end_date_gte, 0), key=lambda item: (item[0], item[1]))
+        hi = (
+            len(self._index)
+            if end_date_lte is None
+            else bisect.bisect_right(
+                self._index, (end_date_lte, math.inf), key=lambda item: (item[0], item[1])
+            )
+        )
+        rows = [row for _, _, row in self._index[lo:hi] if row.visible_from <= self.now]
+        size = min(limit or self.page_cap, self.page_cap)
         if order_by == "id":
             rows.sort(key=lambda r: r.id)
-        elif self.pk_tiebreak:
-            rows.sort(key=lambda r: (r.run.end_date, r.id))
-        else:
-            self.rng.shuffle(rows)
-            rows.sort(key=lambda r: r.run.end_date)  # stable sort: ties in random order on each query
-        size = min(limit or self.page_cap, self.page_cap)
+        elif not self.pk_tiebreak:
+            # Ties in a random order on each query; only the groups the page touches need shuffling.
+            a, b = offset, min(offset + size, len(rows))
+            while 0 < a < len(rows) and rows[a - 1].run.end_date == rows[a].run.end_date:
+                a -= 1
+            while 0 < b < len(rows) and rows[b].run.end_date == rows[b - 1].run.end_date:
+                b += 1
+            segment: list[_Row] = []
+            for _, group in itertools.groupby(rows[a:b], key=lambda r: r.run.end_date):
+                members = list(group)
+                self.rng.shuffle(members)
+                segment.extend(members)
+            rows[a:b] = segment
         page = rows[offset : offset + size]
         return RunsPage(
             runs=tuple(r.run for r in page), total_entries=len(rows), server_time=self.server_time()
@@ -110,6 +135,11 @@ class StepClock:
         return self.t
 
 
+def _feed(af: FakeAirflow, **kwargs: Any) -> CompletionFeed:
+    """The feed over the fake, with requests run one at a time in a fixed order (the fake is not thread-safe)."""
+    return CompletionFeed(af, executor=InlineExecutor(), **kwargs)
+
+
 def _drain(feed: CompletionFeed, state: FeedState, ticks: int = 200) -> tuple[list[DagRun], FeedState]:
     out: list[DagRun] = []
     for _ in range(ticks):
@@ -129,7 +159,7 @@ def test_first_tick_imports_lookback_only() -> None:
     af = FakeAirflow(now=T0 + timedelta(days=3))
     af.add("old", "r1", T0)
     af.add("new", "r2", T0 + timedelta(days=2, hours=12))
-    feed = CompletionFeed(af)
+    feed = _feed(af)
     runs, _ = _drain(feed, FeedState.initial(af.now, timedelta(days=1)))
     assert _ids(runs) == [("new", "r2", T0 + timedelta(days=2, hours=12))]
 
@@ -138,7 +168,7 @@ def test_idle_tick_costs_one_request_and_delivers_nothing() -> None:
     af = FakeAirflow(now=T0 + timedelta(hours=1))
     for i in range(250):
         af.add(f"d{i % 7}", f"r{i}", T0 + timedelta(seconds=i))
-    feed = CompletionFeed(af)
+    feed = _feed(af)
     runs, state = _drain(feed, FeedState.initial(af.now, timedelta(days=1)))
     assert len(runs) == 250
     af.now += timedelta(seconds=30)
@@ -158,7 +188,7 @@ def test_many_runs_with_one_end_date_each_once(pk_tiebreak: bool, page_cap: int)
         af.add(f"dag{i % 13}", f"run{i}", end)
     af.add("after", "r", end + timedelta(microseconds=1))
     af.add("before", "r", end - timedelta(microseconds=1))
-    feed = CompletionFeed(af, time_budget=3, clock=StepClock(1.0))  # ~3 pages per tick
+    feed = _feed(af, time_budget=3, clock=StepClock(1.0))  # ~3 pages per tick
     runs, _ = _drain(feed, FeedState.initial(af.now, timedelta(days=1)), ticks=2000)
     ids = _ids(runs)
     assert len(ids) == len(set(ids)) == len(af.rows)
@@ -168,7 +198,7 @@ def test_many_runs_with_one_end_date_each_once(pk_tiebreak: bool, page_cap: int)
 def test_late_commit_within_window_is_delivered_once() -> None:
     af = FakeAirflow(now=T0 + timedelta(minutes=10))
     af.add("a", "1", T0 + timedelta(minutes=9))
-    feed = CompletionFeed(af, late_commit_window=LATE)
+    feed = _feed(af, late_commit_window=LATE)
     runs, state = _drain(feed, FeedState.initial(af.now, timedelta(days=1)))
     assert len(runs) == 1
     # A run that ended before the one already read commits now (end 2 min ago, commit delay 2 min).
@@ -183,7 +213,7 @@ def test_late_commit_within_window_is_delivered_once() -> None:
 def test_cleared_run_that_ends_again_is_a_new_completion() -> None:
     af = FakeAirflow(now=T0 + timedelta(minutes=1))
     af.add("a", "1", T0, state="failed")
-    feed = CompletionFeed(af)
+    feed = _feed(af)
     runs, state = _drain(feed, FeedState.initial(af.now, timedelta(days=1)))
     assert [r.state for r in runs] == ["failed"]
     af.delete("a", "1")  # cleared: no longer in a terminal state
@@ -197,7 +227,7 @@ def test_without_date_header_watermark_follows_airflow_end_dates() -> None:
     af = FakeAirflow(now=T0 + timedelta(hours=2), send_date=False)
     for i in range(30):
         af.add("a", str(i), T0 + timedelta(minutes=i))
-    feed = CompletionFeed(af)
+    feed = _feed(af)
     runs, state = _drain(feed, FeedState.initial(T0 - timedelta(hours=1), timedelta(0)))
     assert len(runs) == 30
     assert state.watermark == T0 + timedelta(minutes=29) - LATE
@@ -209,13 +239,15 @@ def test_outage_mid_read_keeps_what_was_read_and_resumes() -> None:
     af = FakeAirflow(now=T0 + timedelta(hours=1), page_cap=10)
     for i in range(95):
         af.add("a", f"r{i:03}", T0 + timedelta(seconds=i))
-    feed = CompletionFeed(af)
+    feed = _feed(af, parallel=1)
     state = FeedState.initial(af.now, timedelta(days=1))
     af.fail_after = 3
     result = feed.poll(state)
     assert result.interrupted is not None and not result.caught_up
     first = result.completions
-    assert len(first) == 28  # keyset paging re-reads each page's last run: 10 + 9 + 9
+    # What the pages read before the failure form a prefix in end-date order, and it is delivered.
+    assert 0 < len(first) < 95
+    assert [r.run_id for r in first] == [f"r{i:03}" for i in range(len(first))]
     # The first request of a tick failing fails the tick and leaves the cursor alone.
     with pytest.raises(AirflowConnectionError):
         feed.poll(result.state)
@@ -225,39 +257,197 @@ def test_outage_mid_read_keeps_what_was_read_and_resumes() -> None:
     assert len(ids) == len(set(ids)) == 95
 
 
+def _tied(af: FakeAirflow, count: int, end: datetime) -> None:
+    for i in range(count):
+        af.add(f"dag{i % 13}", f"run{i}", end)
+
+
+def test_idle_tick_after_a_large_recent_tie_costs_a_few_requests() -> None:
+    """10,000 runs that share one end date inside the late-commit window are not read again every tick."""
+    af = FakeAirflow(now=T0 + timedelta(minutes=2))
+    _tied(af, 10_000, T0 + timedelta(minutes=1))
+    runs, state = _drain(_feed(af), FeedState.initial(af.now, timedelta(hours=1)))
+    assert len(runs) == 10_000
+    for _ in range(3):  # still inside the window: the group is checked by its count, not re-read
+        af.now += timedelta(seconds=30)
+        before = af.requests
+        result = _feed(af).poll(state)
+        assert result.completions == [] and result.caught_up
+        assert af.requests - before <= 3
+        state = result.state
+    # A run joining the group (a late commit at that very instant) changes its count: it is read again.
+    af.add("late", "joined", T0 + timedelta(minutes=1))
+    result = _feed(af).poll(state)
+    assert _ids(result.completions) == [("late", "joined", T0 + timedelta(minutes=1))]
+
+
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_tick_stops_inside_a_recent_tie_and_the_next_resumes_there(parallel: int) -> None:
+    af = FakeAirflow(now=T0 + timedelta(minutes=2))
+    _tied(af, 3000, T0 + timedelta(minutes=1))
+    af.add("after", "r", T0 + timedelta(minutes=1, seconds=1))
+    feed = _feed(af, parallel=parallel, time_budget=5, clock=StepClock(1.0))
+    result = feed.poll(FeedState.initial(af.now, timedelta(hours=1)))
+    first = result.completions
+    assert 0 < len(first) < 3000 and not result.caught_up
+    assert result.state.tie_at == T0 + timedelta(minutes=1) and result.state.tie_anchor is not None
+    # The group is recent, so the watermark stays before it; the next tick re-reads that gap, then goes on
+    # from the run it stopped at instead of reading the group from its start.
+    before = af.requests
+    result2 = feed.poll(result.state)
+    assert af.requests - before <= result.requests + 2
+    rest, _ = _drain(feed, result2.state)
+    ids = _ids(first + result2.completions + rest)
+    assert len(ids) == len(set(ids)) == 3001
+
+
+@pytest.mark.parametrize("parallel", [1, 4])
+@pytest.mark.parametrize("delete_at", [2, 3, 5, 8])
+def test_runs_deleted_while_a_tie_is_paged_make_no_run_skipped(parallel: int, delete_at: int) -> None:
+    """Deleting runs shifts the offsets of those after them; the overlap check catches it."""
+    end = T0 + timedelta(minutes=1)
+    af = FakeAirflow(now=T0 + timedelta(minutes=2), page_cap=10)
+    _tied(af, 95, end)
+
+    def delete_some(request: int) -> None:
+        if request == delete_at:
+            for i in (0, 1, 2, 40):
+                af.delete(f"dag{i % 13}", f"run{i}")
+
+    af.on_request = delete_some
+    feed = _feed(af, parallel=parallel, page_size=10, time_budget=3, clock=StepClock(1.0))
+    runs, _ = _drain(feed, FeedState.initial(af.now, timedelta(hours=1)))
+    ids = _ids(runs)
+    assert len(ids) == len(set(ids))
+    remaining = {(r.run.dag_id, r.run.run_id, r.run.end_date) for r in af.rows}
+    assert remaining <= set(ids)
+
+
+def test_pages_go_out_concurrently_and_arrive_in_order() -> None:
+    """With real threads: several requests in flight, never more than `parallel`, runs in end-date order."""
+    af = FakeAirflow(now=T0 + timedelta(hours=1))
+    for i in range(1000):
+        af.add(f"d{i % 7}", f"r{i:04}", T0 + timedelta(seconds=i))
+    lock = threading.Lock()
+    in_flight = peak = 0
+
+    class Slow:
+        def list_finished_runs(self, **kwargs: Any) -> RunsPage:
+            nonlocal in_flight, peak
+            with lock:
+                in_flight += 1
+                peak = max(peak, in_flight)
+            try:
+                time.sleep(0.01)
+                with lock:
+                    return af.list_finished_runs(**kwargs)
+            finally:
+                with lock:
+                    in_flight -= 1
+
+        def server_time(self) -> datetime | None:
+            return af.server_time()
+
+    feed = CompletionFeed(Slow(), parallel=3)
+    result = feed.poll(FeedState.initial(af.now, timedelta(days=1)))
+    assert result.caught_up
+    assert [r.run_id for r in result.completions] == [f"r{i:04}" for i in range(1000)]
+    assert 1 < peak <= 3
+    assert result.requests <= 16  # about one request per 100 runs, not one per run or per DAG
+
+
+def test_first_tick_far_behind_starts_with_one_slice_per_worker() -> None:
+    af = FakeAirflow(now=T0 + timedelta(hours=7))
+    for i in range(400):
+        af.add("d", f"r{i}", T0 + timedelta(minutes=i))
+    seen: list[datetime] = []
+    feed = _feed(af, parallel=4)
+    original = af.list_finished_runs
+
+    def record(**kwargs: Any) -> RunsPage:
+        seen.append(kwargs["end_date_gte"])
+        return original(**kwargs)
+
+    af.list_finished_runs = record  # type: ignore[method-assign]
+    result = feed.poll(FeedState.initial(af.now, timedelta(hours=8)))
+    assert result.caught_up and len(result.completions) == 400
+    assert len(set(seen[:4])) == 4  # the first four requests start at four different instants
+
+
+@pytest.mark.parametrize("fail_after", range(1, 16))
+def test_outage_during_concurrent_pages_loses_and_doubles_nothing(fail_after: int) -> None:
+    af = FakeAirflow(now=T0 + timedelta(minutes=3), page_cap=10)
+    for i in range(95):
+        af.add("a", f"r{i:03}", T0 + timedelta(seconds=i))
+    feed = _feed(af, page_size=10)
+    state = FeedState.initial(af.now, timedelta(hours=1))
+    af.fail_after = fail_after
+    try:
+        result = feed.poll(state)
+    except AirflowConnectionError:
+        first, after = [], state
+    else:
+        first, after = result.completions, result.state
+        assert [r.run_id for r in first] == sorted(r.run_id for r in first)  # a prefix, in end-date order
+    af.fail_after = None
+    rest, _ = _drain(feed, after)
+    ids = _ids(first + rest)
+    assert len(ids) == len(set(ids)) == 95
+
+
 def test_cursor_round_trip_and_garbage() -> None:
     state = FeedState.initial(T0, timedelta(hours=1))
     state.mark_seen(DagRun(dag_id="d", run_id="r", state="success", end_date=T0))
-    state.tie_at, state.tie_offset = T0, 7
+    state.stop_in_tie(T0, 7, "anchor-digest")
     again = FeedState.from_json(state.to_json())
     assert again == state
+    # A cursor from before anchors were kept: its offset cannot be checked, so the group is read again.
+    old = FeedState.from_json(state.to_json().replace(',"anchor-digest"]', "]"))
+    assert (old.tie_at, old.tie_offset, old.tie_anchor) == (T0, 0, None)
     for garbage in ["", "{}", "[1]", '{"v": 99}', '{"v": 1, "watermark": "2026-01-01T00:00:00"}', "not json"]:
         with pytest.raises(CursorError):
             FeedState.from_json(garbage)
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_random_histories_are_delivered_exactly_once(seed: int) -> None:
-    """Runs arrive continuously with late commits and ties while ticks stop at random points."""
+def _random_history(seed: int, *, parallel: int, deletions: bool) -> None:
+    """Runs arrive continuously with late commits and ties while ticks stop at random points.
+
+    With `deletions`, runs are also deleted or cleared now and then, and pages are read several at a time
+    (the fake answers them one after the other, in a fixed order). A deleted run may or may not have been
+    delivered; every run still in Airflow at the end must have been delivered exactly once.
+
+    A group of tied runs is skipped when as many runs end at its instant as were delivered there, after it
+    was read whole. That is exact when a group only loses members once they are visible, which holds for real
+    ties (one transaction writes them, microseconds apart from any other run; docs/cursor.md). This fake's
+    whole-second end dates let late runs join a group, so runs are deleted only where every run ending at
+    that instant is visible and delivered, and no run joins an instant after a deletion there.
+    """
     rng = random.Random(seed)
-    af = FakeAirflow(now=T0, page_cap=rng.choice([3, 10, 100]), pk_tiebreak=bool(seed % 2), rng=rng)
-    feed = CompletionFeed(
+    caps = [2, 3, 10, 100] if deletions else [1, 3, 10, 100]
+    af = FakeAirflow(now=T0, page_cap=rng.choice(caps), pk_tiebreak=bool(seed % 2), rng=rng)
+    feed = _feed(
         af,
         late_commit_window=LATE,
         time_budget=rng.choice([2, 5, 1000]),
         max_completions=rng.choice([5, 50, 10_000]),
         clock=StepClock(1.0),
+        parallel=parallel,
     )
     state = FeedState.initial(af.now, timedelta(days=1))
     delivered: list[DagRun] = []
+    deleted: set[tuple[str, str, datetime | None]] = set()
+    closed: set[datetime | None] = set()  # instants a run was deleted at
     n = 0
     for _ in range(150):
         af.now += timedelta(seconds=rng.choice([1, 5, 30, 90]))
         shared_end = af.now - timedelta(seconds=rng.randint(0, 200))
-        for _ in range(rng.choice([0, 0, 1, 3, 20])):
+        batch = rng.choice([0, 0, 1, 3, 20, 250 if deletions else 20])
+        for _ in range(batch):
             n += 1
             delay = timedelta(seconds=rng.randint(0, int(LATE.total_seconds()) - 1))
             end = shared_end if rng.random() < 0.5 else af.now - delay
+            if end in closed:
+                end -= timedelta(microseconds=rng.randint(1, 999))
             af.add(
                 f"dag{rng.randint(0, 9)}",
                 f"run{n}",
@@ -265,6 +455,20 @@ def test_random_histories_are_delivered_exactly_once(seed: int) -> None:
                 rng.choice(["success", "failed"]),
                 delay,
             )
+        if deletions and af.rows:
+            got = set(_ids(delivered))
+            settled: dict[datetime | None, bool] = {}
+            for r in af.rows:
+                done = r.visible_from <= af.now and (r.run.dag_id, r.run.run_id, r.run.end_date) in got
+                settled[r.run.end_date] = settled.get(r.run.end_date, True) and done
+            for _ in range(rng.choice([0, 0, 1, 5])):
+                if not af.rows:
+                    break
+                row = rng.choice(af.rows)
+                if settled.get(row.run.end_date):
+                    deleted.add((row.run.dag_id, row.run.run_id, row.run.end_date))
+                    closed.add(row.run.end_date)
+                    af.delete(row.run.dag_id, row.run.run_id)
         result = feed.poll(FeedState.from_json(state.to_json()))
         delivered.extend(result.completions)
         state = result.state
@@ -273,7 +477,18 @@ def test_random_histories_are_delivered_exactly_once(seed: int) -> None:
     delivered.extend(rest)
     ids = _ids(delivered)
     assert len(ids) == len(set(ids)), "a completion was delivered twice"
-    assert set(ids) == {(r.run.dag_id, r.run.run_id, r.run.end_date) for r in af.rows}, (
-        "a completion was lost"
-    )
+    remaining = {(r.run.dag_id, r.run.run_id, r.run.end_date) for r in af.rows}
+    assert remaining <= set(ids), "a completion was lost"
+    assert set(ids) <= remaining | deleted
     assert state.seen_count == 0
+
+
+@pytest.mark.parametrize("parallel", [1, 4])
+@pytest.mark.parametrize("seed", range(40))
+def test_random_histories_are_delivered_exactly_once(seed: int, parallel: int) -> None:
+    _random_history(seed, parallel=parallel, deletions=False)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_histories_with_deletions_and_large_ties(seed: int) -> None:
+    _random_history(seed, parallel=4, deletions=True)

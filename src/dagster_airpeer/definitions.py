@@ -119,6 +119,7 @@ def build_defs_from_airflow_instance(
     late_commit_window: timedelta = timedelta(minutes=5),
     tick_time_budget_seconds: float = 8.0,
     max_runs_per_tick: int = 5000,
+    max_parallel_requests: int = 4,
     show_dag_source: bool = False,
     snapshot_dir: str | Path | None = None,
 ) -> dg.Definitions:
@@ -136,6 +137,9 @@ def build_defs_from_airflow_instance(
         late_commit_window: how long after its end a run may still appear in Airflow (default 5 minutes).
         tick_time_budget_seconds: a tick stops reading after this long and resumes at the next tick.
         max_runs_per_tick: a tick stops after this many completed runs.
+        max_parallel_requests: at most this many requests a tick sends to Airflow at once when it has several
+            pages to read (1: one after the other). Keep it at or below the number of Airflow webserver /
+            api-server workers.
         show_dag_source: show each DAG's Python source on its asset (cached between loads).
         snapshot_dir: where the last good snapshot of Airflow is kept for loading while Airflow is down
             (default ``$DAGSTER_HOME/airpeer``).
@@ -156,6 +160,7 @@ def build_defs_from_airflow_instance(
         late_commit_window=late_commit_window,
         tick_time_budget_seconds=tick_time_budget_seconds,
         max_runs_per_tick=max_runs_per_tick,
+        max_parallel_requests=max_parallel_requests,
     )
     translator = translator or DagsterAirflowTranslator()
     directory = Path(snapshot_dir) if snapshot_dir is not None else default_snapshot_dir()

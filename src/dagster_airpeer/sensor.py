@@ -35,6 +35,8 @@ class SensorSettings:
     tick_time_budget_seconds: float = 8.0
     #: ...or after this many completed runs, which bounds the events Dagster stores in one tick.
     max_runs_per_tick: int = 5000
+    #: Requests in flight at once while a tick has several pages to read.
+    max_parallel_requests: int = 4
 
     def __post_init__(self) -> None:
         if self.minimum_interval_seconds < 1:
@@ -50,6 +52,8 @@ class SensorSettings:
             )
         if self.max_runs_per_tick < 1:
             raise ValueError(f"max_runs_per_tick must be >= 1, got {self.max_runs_per_tick}")
+        if not 1 <= self.max_parallel_requests <= 32:
+            raise ValueError(f"max_parallel_requests must be in [1, 32], got {self.max_parallel_requests}")
 
     @property
     def hard_deadline_seconds(self) -> float:
@@ -162,6 +166,8 @@ def build_dag_run_sensor(
             late_commit_window=settings.late_commit_window,
             time_budget=settings.tick_time_budget_seconds,
             max_completions=settings.max_runs_per_tick,
+            parallel=settings.max_parallel_requests,
+            page_size=instance.page_size,
         )
         with instance.deadline(settings.hard_deadline_seconds):
             if context.cursor:

@@ -134,12 +134,19 @@ def test_real_daemon_killed_after_storing_events_before_the_cursor(
     workspace.write_text(f"load_from:\n  - python_file: {DEFS / 'crash_peer.py'}\n")
     marker = tmp_path / "crashed-after-first-event"
     log = tmp_path / "daemon.log"
-    since = datetime.now(timezone.utc) - timedelta(minutes=9)
+    # The seeded runs end 6 to 26 minutes before the session's start; the daemon looks back 30 minutes, so
+    # its first tick finds all of them however late in the session this test runs.
+    lookback = {"AIRPEER_TEST_LOOKBACK_MINUTES": "30"}
+    since = datetime.now(timezone.utc) - timedelta(minutes=29)
     expected = oracle.completions(airflow3, since)
     assert len(expected) >= 10
 
     first = _daemon(
-        home, workspace, airflow3, log, {"PYTHONPATH": str(DEFS), "AIRPEER_CRASH_MARKER": str(marker)}
+        home,
+        workspace,
+        airflow3,
+        log,
+        {"PYTHONPATH": str(DEFS), "AIRPEER_CRASH_MARKER": str(marker), **lookback},
     )
     try:
         _wait(marker.exists, 180, "the first stored event of a tick", log)
@@ -149,7 +156,7 @@ def test_real_daemon_killed_after_storing_events_before_the_cursor(
         stored_by_the_killed_tick = primary_counts(recorded_events(instance))
     assert sum(stored_by_the_killed_tick.values()) == 1
 
-    second = _daemon(home, workspace, airflow3, log, {})
+    second = _daemon(home, workspace, airflow3, log, lookback)
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:
 

@@ -52,7 +52,16 @@ def _run(
     fake: FakeAirflow, tmp_path: Path, instance: dg.DagsterInstance, faults: dict[int, Fault]
 ) -> tuple[Ticker, FaultTransport, list[float], list]:  # type: ignore[type-arg]
     transport = FaultTransport(fake.transport(), faults)
-    peered = peer_fake(fake, tmp_path / "snap", transport=transport, page_size=10, max_retries=RETRIES)
+    # One request at a time: a fault is injected into the Nth request, which is then the Nth page in order.
+    # (tests/test_feed.py covers faults among concurrent pages.)
+    peered = peer_fake(
+        fake,
+        tmp_path / "snap",
+        transport=transport,
+        page_size=10,
+        max_retries=RETRIES,
+        max_parallel_requests=1,
+    )
     defs = peered.build()
     ticker = Ticker(instance, peered.sensor)
     outcomes = drain(ticker, defs)
@@ -90,7 +99,16 @@ def test_persistent_fault_on_the_first_page_fails_the_tick_and_keeps_the_cursor(
 ) -> None:
     # A first tick reads everything; then new runs end and the next tick's first page keeps failing.
     transport = FaultTransport(fake.transport(), {})
-    peered = peer_fake(fake, tmp_path / "snap", transport=transport, page_size=10, max_retries=RETRIES)
+    # One request at a time: a fault is injected into the Nth request, which is then the Nth page in order.
+    # (tests/test_feed.py covers faults among concurrent pages.)
+    peered = peer_fake(
+        fake,
+        tmp_path / "snap",
+        transport=transport,
+        page_size=10,
+        max_retries=RETRIES,
+        max_parallel_requests=1,
+    )
     defs = peered.build()
     ticker = Ticker(dagster_instance, peered.sensor)
     drain(ticker, defs)
