@@ -82,6 +82,8 @@ def fetch_snapshot(
 
     dags = instance.list_dags(progress=progress)
     sources = sources_for(dags) if sources_for is not None else {}
+    # A code location loads once and then ticks its sensor for hours: log in here, not in the first tick.
+    instance.open_session()
     return AirflowSnapshot(
         instance_name=instance.name,
         webserver_url=instance.webserver_url,

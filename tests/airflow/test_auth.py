@@ -324,6 +324,41 @@ def test_rate_limited_login_form_is_left_alone() -> None:
     assert all("authorization" in r.headers for r in fake.api("GET", "/dags/a"))
 
 
+def test_rate_limited_login_form_is_tried_again_after_the_back_off() -> None:
+    fake = _v1_with_dag(ui_login=True)
+    refuse = {"on": True}
+    original = fake.routes[("POST", "/login/")]
+    fake.add("POST", "/login/", lambda r: httpx.Response(429) if refuse["on"] else original(r))
+    instance = make_instance(fake)
+    instance.get_dag("a")
+    instance.get_dag("a")  # the login is refused (429): basic auth
+    backend = instance.auth_backend
+    assert isinstance(backend, AirflowBasicAuthBackend) and backend.ui_logins == 0
+    refuse["on"] = False
+    backend._login_not_before = 0.0  # the back-off has passed
+    instance.get_dag("a")
+    instance.get_dag("a")
+    assert backend.ui_logins == 1
+    assert fake.api("GET", "/dags/a")[-1].headers["cookie"].startswith("session=")
+
+
+def test_open_session_logs_in_ahead_of_the_next_call() -> None:
+    """Definitions open the session after loading, so the sensor's first tick does not pay for the login."""
+    fake = _v1_with_dag(ui_login=True)
+    instance = make_instance(fake)
+    instance.open_session()  # basic auth has not worked yet: nothing is tried on the login form
+    assert fake.form_logins == 0
+    instance.get_dag("a")
+    instance.open_session()
+    assert fake.form_logins == 1
+    logins = [r for r in fake.requests if r.url.path == "/login/"]
+    instance.get_dag("a")
+    assert [r for r in fake.requests if r.url.path == "/login/"] == logins  # no login in the call itself
+    assert fake.api("GET", "/dags/a")[-1].headers["cookie"] == "session=sess0"
+    instance.open_session()  # already logged in: nothing to do
+    assert fake.form_logins == 1
+
+
 def test_wrong_credentials_are_never_tried_on_the_login_form() -> None:
     fake = _v1_with_dag(ui_login=True)
     instance = AirflowInstance(

@@ -73,7 +73,8 @@ def test_password_changed_between_two_pages_fails_once_per_tick_without_the_secr
         fake.revoke_tokens()
 
     transport = FaultTransport(fake.transport(), {3: Fault("hook", hook=change_password)})
-    peered = peer_fake(fake, tmp_path / "snap", transport=transport, page_size=10)
+    # One request at a time, so that the third request is the third page.
+    peered = peer_fake(fake, tmp_path / "snap", transport=transport, page_size=10, max_parallel_requests=1)
     defs = peered.build()
     ticker = Ticker(dagster_instance, peered.sensor)
     first = ticker.tick(defs, raise_errors=False)

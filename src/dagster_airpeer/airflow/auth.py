@@ -16,7 +16,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -44,6 +44,9 @@ _RENEW_MARGIN_SECONDS = 60.0
 
 #: UI logins tried (Airflow 2) before settling for basic auth on every request.
 _MAX_UI_LOGINS = 3
+#: After Airflow 2's login form answered 429 (5 logins per 40 s per client by default), wait this long before
+#: trying it again; basic auth carries on meanwhile.
+_LOGIN_RATE_LIMIT_BACKOFF_SECONDS = 60.0
 
 
 @runtime_checkable
@@ -171,6 +174,10 @@ class AirflowAuthBackend(httpx.Auth):
         """Who authenticates, for error messages (a username, never a secret). Override when meaningful."""
         return "the configured credentials"
 
+    def open_session(self, send: Callable[[httpx.Request], httpx.Response], timeout: float) -> None:
+        """Log in ahead of the next REST call, if this backend keeps a session; `send` sends one request
+        without authentication. The default does nothing. Must not raise for a refused or failed login."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(webserver_url={self.webserver_url!r})"
 
@@ -242,10 +249,15 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
         self._lock = threading.RLock()
         self._token: str | None = None
         self._token_expiry: float | None = None
+        #: The last refused login at /auth/token: the stale token it was to replace, when, and the error.
+        #: Requests already in flight then get the same refusal instead of each trying a login of their own
+        #: (the concurrent pages of a sensor tick); a request started later tries again.
+        self._refusal: tuple[str | None, float, str] | None = None
         self._cookies: dict[str, str] = {}
         self._cookie_honoured = False
         self._cookie_disabled = False
         self._login_attempts = 0
+        self._login_not_before = 0.0
         self._basic_succeeded = False
         #: Counters for tests and benchmarks: logins at `/auth/token` (v2) and through the login form (v1).
         self.token_requests = 0
@@ -316,9 +328,10 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
             return self._token
 
     def _token_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        started = time.monotonic()
         token = self._valid_token()
         if token is None:
-            token = yield from self._renew_token(request, stale=None)
+            token = yield from self._renew_token(request, stale=None, started=started)
             if token is None:
                 return
         request.headers["Authorization"] = f"Bearer {token}"
@@ -327,7 +340,7 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
             return
         # Airflow refused a token we believed valid (revoked, server restarted with a new secret, clock
         # skew): log in again, once.
-        token = yield from self._renew_token(request, stale=token)
+        token = yield from self._renew_token(request, stale=token, started=started)
         if token is None:
             return
         request.headers["Authorization"] = f"Bearer {token}"
@@ -336,7 +349,7 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
             raise self._refused(request, response, "a freshly issued token")
 
     def _renew_token(
-        self, request: httpx.Request, stale: str | None
+        self, request: httpx.Request, stale: str | None, started: float
     ) -> Generator[httpx.Request, httpx.Response, str | None]:
         """Log in at /auth/token unless another thread already replaced `stale`; return the new token.
 
@@ -347,6 +360,9 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
             current = self._valid_token()
             if current is not None and current != stale:
                 return current
+            refusal = self._refusal
+            if refusal is not None and refusal[0] == stale and refusal[1] >= started:
+                raise AirflowAuthError(refusal[2])
             username, password = self._get_credentials()
             login = httpx.Request(
                 "POST",
@@ -361,10 +377,12 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
             if response.status_code >= 500 or response.status_code == 429:
                 return None
             if response.status_code in (*_REFUSED, 400, 422):
-                raise AirflowAuthError(
+                message = (
                     f"Airflow at {self.webserver_url} refused the login of user {username!r} at /auth/token "
                     f"(HTTP {response.status_code}). Check the username and password given to airpeer."
                 )
+                self._refusal = (stale, time.monotonic(), message)
+                raise AirflowAuthError(message)
             if response.status_code not in (200, 201):
                 raise AirflowAuthError(
                     f"Airflow at {self.webserver_url} answered HTTP {response.status_code} to the login of "
@@ -382,6 +400,7 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
                 )
             self._token = token
             self._token_expiry = _jwt_expiry(token)
+            self._refusal = None
             return token
 
     # Airflow 2: basic auth, or the session cookie of a UI login.
@@ -392,16 +411,40 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
                 return None
             return _cookie_header(self._cookies)
 
-    def _basic_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def _wants_login(self) -> bool:
         with self._lock:
             # Log in only once basic auth has worked (a one-off call pays for one password check either
             # way, and wrong credentials must not be tried on the login form).
-            want_login = (
+            return (
                 self._basic_succeeded
                 and not self._cookie_disabled
                 and not self._cookies
                 and self._login_attempts < _MAX_UI_LOGINS
+                and time.monotonic() >= self._login_not_before
             )
+
+    def open_session(self, send: Callable[[httpx.Request], httpx.Response], timeout: float) -> None:
+        """Airflow 2: log in through the login form now (once basic auth has worked), so that the next
+        call, typically the sensor's first tick, does not pay for it. A failed login leaves basic auth."""
+        if not self._wants_login():
+            return
+        probe = httpx.Request(
+            "GET", self.webserver_url, extensions={"timeout": httpx.Timeout(timeout).as_dict()}
+        )
+        flow = self._ui_login(probe)
+        try:
+            request = next(flow)
+            while True:
+                response = send(request)
+                response.read()
+                request = flow.send(response)
+        except StopIteration:
+            return
+        except httpx.HTTPError as exc:
+            logger.debug("%s: no session login ahead of time: %s", self.webserver_url, type(exc).__name__)
+
+    def _basic_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        want_login = self._wants_login()
         cookie = self._cookie_header()
         if cookie is None and want_login:
             cookie = yield from self._ui_login(request)
@@ -432,6 +475,15 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
             with self._lock:
                 self._basic_succeeded = True
 
+    def _back_off_login(self) -> None:
+        with self._lock:
+            self._login_not_before = time.monotonic() + _LOGIN_RATE_LIMIT_BACKOFF_SECONDS
+            self.session_login_skipped = (
+                f"the login form is rate-limited (HTTP 429); basic auth for the next "
+                f"{_LOGIN_RATE_LIMIT_BACKOFF_SECONDS:.0f} s"
+            )
+        logger.debug("%s: %s", self.webserver_url, self.session_login_skipped)
+
     def _give_up_login(self, reason: str) -> None:
         with self._lock:
             self._cookie_disabled = True
@@ -457,7 +509,7 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
             login_url = f"{self.webserver_url}/login/"
             page = yield httpx.Request("GET", login_url, headers={"Accept": "text/html"}, extensions=timeout)
             if page.status_code == 429:
-                self._give_up_login("the login form is rate-limited (HTTP 429)")
+                self._back_off_login()
                 return None
             if page.status_code >= 500:
                 return None  # transient: try again on a later request
@@ -480,8 +532,8 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
             answer = yield form
             if answer.status_code == 429:
                 # Airflow 2 limits form logins (default 5 per 40 s per client address): never compete with
-                # people logging in, basic auth works.
-                self._give_up_login("the login form is rate-limited (HTTP 429)")
+                # people logging in; basic auth works meanwhile, and a later request tries again.
+                self._back_off_login()
                 return None
             if answer.status_code >= 500:
                 return None

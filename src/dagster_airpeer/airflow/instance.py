@@ -209,6 +209,18 @@ class AirflowInstance:
             self._airflow_version = result.value.version
         return self._airflow_version
 
+    def open_session(self) -> None:
+        """Log in now if the auth backend keeps a session (Airflow 2's login-form cookie, once basic auth has
+        worked), so that the next call does not pay for the login. Definitions call this after loading, so
+        the sensor's first tick starts logged in. A failed login is not an error: calls use basic auth."""
+        if self.api_version != "v1":
+            return  # Airflow 3's token is fetched by the first call and lasts; nothing to prepare
+
+        def send(request: httpx.Request) -> httpx.Response:
+            return self._http.client().send(request)
+
+        self.auth_backend.open_session(send, self.timeout)
+
     # -- clock and deadlines --------------------------------------------------------------------------------
 
     def server_time(self) -> datetime | None:
