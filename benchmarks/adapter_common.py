@@ -254,6 +254,9 @@ _AREAS = (
     ("httpcore/_backends", "waiting for Airflow (socket I/O)"),
     ("/ssl.py", "waiting for Airflow (socket I/O)"),
     ("/socket.py", "waiting for Airflow (socket I/O)"),
+    # airpeer reads pages on worker threads; pyinstrument samples the sensor's thread, which waits for them.
+    ("concurrent/futures", "waiting for Airflow (pages read on worker threads)"),
+    ("/threading.py", "waiting for Airflow (pages read on worker threads)"),
     ("dagster_airpeer", "airpeer"),
     ("dagster_airlift", "dagster-airlift"),
     ("/httpx/", "HTTP client (httpx, httpcore, h11)"),

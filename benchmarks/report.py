@@ -105,6 +105,11 @@ def _sensor_total(result: dict[str, Any] | None) -> tuple[float | None, bool]:
 # ---------------------------------------------------------------------------------------------- sections
 
 
+#: Requests of an idle tick, whatever K and N: one page from the watermark; with a group of tied runs inside
+#: the late-commit window, one request counting it and one page after it.
+_IDLE_REQUESTS_BOUND = 3
+
+
 def _header(results: dict[str, Any]) -> list[str]:
     m = results["machine"]
     lines = [
@@ -116,6 +121,9 @@ def _header(results: dict[str, Any]) -> list[str]:
         "`python -m benchmarks --render results.json` re-renders this page from them.",
         "",
     ]
+    if results.get("note"):
+        # Set by hand in results.json when a run had to be completed (say how), so the page says so.
+        lines += [f"Note: {results['note']}", ""]
     if results.get("tiny"):
         lines += [
             "**Tiny run** (N=5 DAGs, K=30 runs): it only proves the harness works end to end. The sizes are far "
@@ -182,11 +190,16 @@ def _header(results: dict[str, Any]) -> list[str]:
         "separately, not counted as lost.",
         "- Airflow 2.11's login form accepts 5 logins per 40 s from one client, and every airpeer build is a new "
         "`AirflowInstance` (one login, as in a new code-server process): builds are spaced 8.5 s apart, outside the "
-        "timed part, so back-to-back benchmark loads are not refused a session (a code location logs in once).",
+        "timed part, so back-to-back benchmark loads are not refused a session (a code location logs in once). "
+        "airpeer opens that session at the end of the load, as a code location does before its sensor's first "
+        "tick; the login is in the load's figures, not the sensor's.",
+        "- airpeer sends up to 4 requests at once within a tick (`max_parallel_requests`, default 4): slices of "
+        "the end-date range and pages of a tie group. Both Airflows here run 2 API workers, so about 2 are served "
+        "at a time. dagster-airlift reads one page after the other.",
         "- airpeer re-reads, on every tick, the runs that ended within its `late_commit_window` (5 minutes) before "
         "Airflow's clock, to catch runs committed late. Seeded runs end 2 minutes before the sensor starts, so the "
-        "idle ticks right after a case re-read those runs: a few pages when runs are spread, every run when 10,000 "
-        "runs share one end time, until the window has passed.",
+        "idle ticks right after a case re-read those runs (a few pages when runs are spread). A group of runs "
+        "sharing one end time is re-read only if its size changed (one request to count it).",
         "- Airflow 2's REST API has no batched signal that a DAG file changed (no versions, no hash); airpeer's "
         "source cache keys on `last_parsed_time`, so the *reload after a re-parse* row re-fetches every source. "
         "Airflow 3 keys on DAG versions, which a re-parse of an unchanged file does not create.",
@@ -618,7 +631,9 @@ def _targets(results: dict[str, Any]) -> list[str]:
                         f"idle tick, nothing new, after the {name}",
                         "O(1) requests, < 0.5 s",
                         f"median {_s(wall)}, up to {reqs} requests per tick",
-                        _verdict(wall is not None and wall < 0.5 and reqs <= 2),
+                        # A constant that does not grow with K or N: the page from the watermark, and when a
+                        # group of tied runs lies in the late-commit window, one count of it and the page after.
+                        _verdict(wall is not None and wall < 0.5 and reqs <= _IDLE_REQUESTS_BOUND),
                     ]
                 )
     # Exactly-once over every airpeer run of every case.
@@ -677,7 +692,9 @@ def _profiles(results: dict[str, Any]) -> list[str]:
                 f"CPU of the sensor process {_s(run['cpu_s'])}."
                 + (
                     f" At the server's floor of {page_ms:.0f} ms per page of 100 runs, the {run['requests']} "
-                    f"requests alone account for about {_s(run['requests'] * page_ms / 1000)}."
+                    f"requests would take about {_s(run['requests'] * page_ms / 1000)} one after the other; "
+                    "airpeer sends up to 4 at a time, on worker threads, and the sensor's thread (the one sampled) "
+                    "waits for them: that wait is the `lock.acquire` of `concurrent.futures.wait`."
                     if page_ms
                     else ""
                 ),

@@ -20,4 +20,4 @@ $(DAGSTER_MIN_STAMP): $(ROOT)/pyproject.toml $(ROOT)/mk/compat.mk | $(DAGSTER_MI
 test-dagster-min: $(DAGSTER_MIN_STAMP)
 	@echo "unit tests with $$($(DAGSTER_MIN_VENV)/bin/python -c 'import dagster; print("dagster", dagster.__version__)') ..."
 	@cd "$(ROOT)" && $(DAGSTER_MIN_VENV)/bin/pytest -q -p no:cacheprovider -m "not integration" \
-		tests/test_feed.py tests/test_events.py tests/test_translator.py tests/test_definitions.py tests/airflow
+		tests/feed tests/test_events.py tests/test_translator.py tests/test_definitions.py tests/airflow

@@ -54,6 +54,7 @@ def test_api_server_killed_between_pages_then_restarted(
         transport=transport,
         page_size=5,
         max_retries=2,
+        max_parallel_requests=1,  # the 4th request is then the 4th page, the first three are delivered
         real_sleep=True,
         lookback=LOOKBACK,
         late_commit_window=timedelta(seconds=30),

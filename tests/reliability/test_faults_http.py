@@ -53,7 +53,7 @@ def _run(
 ) -> tuple[Ticker, FaultTransport, list[float], list]:  # type: ignore[type-arg]
     transport = FaultTransport(fake.transport(), faults)
     # One request at a time: a fault is injected into the Nth request, which is then the Nth page in order.
-    # (tests/test_feed.py covers faults among concurrent pages.)
+    # (tests/feed/test_feed.py covers faults among concurrent pages.)
     peered = peer_fake(
         fake,
         tmp_path / "snap",
@@ -100,7 +100,7 @@ def test_persistent_fault_on_the_first_page_fails_the_tick_and_keeps_the_cursor(
     # A first tick reads everything; then new runs end and the next tick's first page keeps failing.
     transport = FaultTransport(fake.transport(), {})
     # One request at a time: a fault is injected into the Nth request, which is then the Nth page in order.
-    # (tests/test_feed.py covers faults among concurrent pages.)
+    # (tests/feed/test_feed.py covers faults among concurrent pages.)
     peered = peer_fake(
         fake,
         tmp_path / "snap",
