@@ -18,6 +18,7 @@ from dagster_airpeer.airflow import (
     AirflowConnectionError,
     AirflowInstance,
     AirflowNotFoundError,
+    AirflowVersionError,
     Dag,
     DagRun,
 )
@@ -175,6 +176,20 @@ def test_dag_sources(instance: AirflowInstance) -> None:
     sources = instance.get_dag_sources(dags, max_workers=4)
     assert set(sources) == set(TEST_DAG_IDS)
     assert all(f'dag_id="{d}"' in sources[d] for d in TEST_DAG_IDS if d != "airpeer.dotted-id")
+
+
+def test_dag_versions(instance: AirflowInstance) -> None:
+    if instance.api_version == "v1":
+        with pytest.raises(AirflowVersionError, match="no DAG versions"):
+            instance.list_dag_versions()
+        return
+    first = instance.list_dag_versions(limit=2)
+    assert len(first.versions) == 2 and first.total_entries >= len(TEST_DAG_IDS)
+    rest = instance.list_dag_versions(offset=2, limit=1000)
+    versions = first.versions + rest.versions
+    assert {v.dag_id for v in versions} >= set(TEST_DAG_IDS)
+    ids = [v.id for v in versions]
+    assert ids == sorted(ids, reverse=True)  # UUIDv7: newest first
 
 
 def test_ui_links_answer(instance: AirflowInstance, finished_runs: tuple[DagRun, DagRun]) -> None:

@@ -24,7 +24,16 @@ from .errors import (
     AirflowVersionError,
 )
 from .instance import AirflowInstance
-from .models import TERMINAL_RUN_STATES, Dag, DagRun, RunsPage, Task, TaskInstance
+from .models import (
+    TERMINAL_RUN_STATES,
+    Dag,
+    DagRun,
+    DagVersion,
+    DagVersionsPage,
+    RunsPage,
+    Task,
+    TaskInstance,
+)
 
 __all__ = [
     "TERMINAL_RUN_STATES",
@@ -42,6 +51,8 @@ __all__ = [
     "AirflowVersionError",
     "Dag",
     "DagRun",
+    "DagVersion",
+    "DagVersionsPage",
     "RunsPage",
     "Task",
     "TaskInstance",

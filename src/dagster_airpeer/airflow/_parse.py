@@ -24,7 +24,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from ._retry import BodyNotJSON
 from .errors import AirflowResponseError
-from .models import Dag, DagRun, Task, TaskInstance
+from .models import Dag, DagRun, DagVersion, Task, TaskInstance
 
 ApiVersion = Literal["v1", "v2"]
 
@@ -241,6 +241,32 @@ def run_from_wire(w: DagRunWire) -> DagRun:
     )
 
 
+# -- DAG versions (Airflow 3) -------------------------------------------------------------------------
+
+
+class DagVersionWire(_Wire):
+    id: str
+    dag_id: str
+    version_number: int
+    bundle_name: str | None = None
+    bundle_version: str | None = None
+
+
+class DagVersionsWire(_Wire):
+    dag_versions: list[DagVersionWire]
+    total_entries: int
+
+
+def version_from_wire(w: DagVersionWire) -> DagVersion:
+    return DagVersion.model_construct(
+        id=w.id,
+        dag_id=w.dag_id,
+        version_number=w.version_number,
+        bundle_name=w.bundle_name,
+        bundle_version=w.bundle_version,
+    )
+
+
 # -- task instances ---------------------------------------------------------------------------------
 
 
@@ -336,6 +362,8 @@ __all__ = [
     "DagRunsWire",
     "DagV1",
     "DagV2",
+    "DagVersionWire",
+    "DagVersionsWire",
     "DagsV1",
     "DagsV2",
     "SourceWire",
@@ -346,4 +374,5 @@ __all__ = [
     "VersionWire",
     "parser",
     "validate",
+    "version_from_wire",
 ]

@@ -33,7 +33,7 @@ from .errors import (
     AirflowTimeoutError,
     AirflowVersionError,
 )
-from .models import TERMINAL_RUN_STATES, Dag, DagRun, RunsPage, Task, TaskInstance
+from .models import TERMINAL_RUN_STATES, Dag, DagRun, DagVersionsPage, RunsPage, Task, TaskInstance
 
 __all__ = ["AirflowInstance"]
 
@@ -590,6 +590,35 @@ class AirflowInstance:
             runs=tuple(p.run_from_wire(r) for r in result.value.dag_runs),
             total_entries=result.value.total_entries,
             server_time=self._http.date_of(result.response),
+        )
+
+    def list_dag_versions(self, *, offset: int = 0, limit: int | None = None) -> DagVersionsPage:
+        """One page of the versions of all DAGs, newest first (`GET /api/v2/dags/~/dagVersions`, Airflow 3).
+
+        Exactly one request; the caller pages. Version ids are UUIDv7, so "newest first" is `order_by=-id`.
+        Airflow 2 has no DAG versions: AirflowVersionError.
+        """
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise AirflowConfigError(f"`offset` must be an integer >= 0, got {offset!r}.")
+        page_limit = self.page_size if limit is None else limit
+        if isinstance(page_limit, bool) or not isinstance(page_limit, int) or page_limit < 1:
+            raise AirflowConfigError(f"`limit` must be an integer >= 1, got {limit!r}.")
+        if self.api_version != "v2":
+            raise AirflowVersionError(
+                f"Airflow instance {self.name!r} ({self.webserver_url}) is Airflow 2, which has no DAG versions; "
+                "list_dag_versions() needs Airflow 3."
+            )
+        endpoint = "GET /api/v2/dags/~/dagVersions"
+        result = self._http.call(
+            "GET",
+            "/api/v2/dags/~/dagVersions",
+            what="the DAG versions",
+            params={"order_by": "-id", "limit": page_limit, "offset": offset},
+            parse=p.parser(p.DagVersionsWire, endpoint),
+        )
+        return DagVersionsPage.model_construct(
+            versions=tuple(p.version_from_wire(v) for v in result.value.dag_versions),
+            total_entries=result.value.total_entries,
         )
 
     def list_task_instances(self, dag_id: str, run_id: str) -> list[TaskInstance]:

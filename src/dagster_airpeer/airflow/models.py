@@ -96,3 +96,21 @@ class RunsPage(_Record):
     total_entries: int
     #: The server's clock when it answered (HTTP `Date` header), or None if it sent none.
     server_time: datetime | None = None
+
+
+class DagVersion(_Record):
+    """A version of a DAG (Airflow 3): a new one appears whenever the parsed DAG changes."""
+
+    #: A UUIDv7, so ids sort by creation time.
+    id: str
+    dag_id: str
+    version_number: int
+    bundle_name: str | None = None
+    bundle_version: str | None = None
+
+
+class DagVersionsPage(_Record):
+    """One page of DAG versions, and how many the whole listing holds."""
+
+    versions: tuple[DagVersion, ...]
+    total_entries: int

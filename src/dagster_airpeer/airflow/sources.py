@@ -27,17 +27,15 @@ No dagster import here: this module belongs to the Airflow client.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import _parse as p
 from ._files import write_atomically
 from .errors import AirflowError
 from .instance import AirflowInstance
-from .models import Dag
+from .models import Dag, DagVersion
 
 __all__ = ["DagSourceCache"]
 
@@ -46,23 +44,6 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 #: Concurrent source requests: enough to keep a few server workers busy without queueing hundreds.
 DEFAULT_MAX_WORKERS = 8
-
-
-class _VersionWire(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    id: str
-    dag_id: str
-    version_number: int
-    bundle_name: str | None = None
-    bundle_version: str | None = None
-
-
-class _VersionsWire(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    dag_versions: list[_VersionWire]
-    total_entries: int
 
 
 class _Entry(BaseModel):
@@ -224,32 +205,23 @@ class DagSourceCache:
             log.warning("airpeer: cannot write the DAG source cache %s (%s)", self.path, exc)
 
 
-def _latest_versions(instance: AirflowInstance, wanted: set[str]) -> dict[str, _VersionWire]:
-    """The latest version of each wanted DAG, from `GET /api/v2/dags/~/dagVersions` newest first.
+def _latest_versions(instance: AirflowInstance, wanted: set[str]) -> dict[str, DagVersion]:
+    """The latest version of each wanted DAG, from the listing of all versions, newest first.
 
     Version ids are UUIDv7 (time-ordered), so ordering by id descending lists each DAG's latest version before
     its older ones; reading stops once every wanted DAG has been seen. A version inserted while paging shifts
     the listing right: items repeat, none is skipped, and a repeat is never newer than what was kept.
     """
-    endpoint = "GET /api/v2/dags/~/dagVersions"
-    parse: Callable[[Any], _VersionsWire] = p.parser(_VersionsWire, endpoint)
     limit = max(2, instance.page_size)
-    latest: dict[str, _VersionWire] = {}
+    latest: dict[str, DagVersion] = {}
     offset = 0
     # Bounded: the listing cannot be longer than its announced total plus what arrives while reading.
     for _ in range(10_000):
-        result = instance._http.call(
-            "GET",
-            "/api/v2/dags/~/dagVersions",
-            what="the DAG versions",
-            params={"order_by": "-id", "limit": limit, "offset": offset},
-            parse=parse,
-        )
-        page = result.value
-        for version in page.dag_versions:
+        page = instance.list_dag_versions(offset=offset, limit=limit)
+        for version in page.versions:
             if version.dag_id in wanted:
                 latest.setdefault(version.dag_id, version)
-        offset += len(page.dag_versions)
-        if len(latest) == len(wanted) or not page.dag_versions or offset >= page.total_entries:
+        offset += len(page.versions)
+        if len(latest) == len(wanted) or not page.versions or offset >= page.total_entries:
             return latest
     return latest
