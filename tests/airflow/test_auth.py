@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -357,6 +358,21 @@ def test_open_session_logs_in_ahead_of_the_next_call() -> None:
     assert fake.api("GET", "/dags/a")[-1].headers["cookie"] == "session=sess0"
     instance.open_session()  # already logged in: nothing to do
     assert fake.form_logins == 1
+
+
+def test_open_session_cut_off_raises_nothing_and_releases_the_backend() -> None:
+    fake = _v1_with_dag(ui_login=True)
+
+    def cut(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("connection reset", request=request)
+
+    fake.add("POST", "/login/", cut)
+    instance = make_instance(fake)
+    instance.get_dag("a")
+    instance.open_session()  # best effort: no exception
+    # Another thread can still authenticate (the login's lock was released).
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(instance.get_dag, "a").result(timeout=10).dag_id == "a"
 
 
 def test_wrong_credentials_are_never_tried_on_the_login_form() -> None:

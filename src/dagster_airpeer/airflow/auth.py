@@ -442,6 +442,8 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
             return
         except httpx.HTTPError as exc:
             logger.debug("%s: no session login ahead of time: %s", self.webserver_url, type(exc).__name__)
+        finally:
+            flow.close()  # the login holds the backend's lock until its generator ends
 
     def _basic_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         want_login = self._wants_login()
