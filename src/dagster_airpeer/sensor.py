@@ -16,7 +16,7 @@ from .airflow.errors import AirflowNotFoundError
 from .airflow.instance import AirflowInstance
 from .airflow.models import Dag
 from .events import AssetEvent, events_for_run
-from .feed import CompletionFeed, CursorError, FeedState
+from .feed import CompletionFeed, CursorError, FeedState, load_cursor_json
 from .translator import DagsterAirflowTranslator
 
 
@@ -122,10 +122,7 @@ class SensorCursor:
 
     @classmethod
     def from_json(cls, text: str) -> SensorCursor:
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise CursorError(f"the sensor cursor is not JSON: {exc}") from exc
+        doc = load_cursor_json(text)
         feed = FeedState.from_dict(doc)
         ok, failing = doc.get("ok", []), doc.get("failing", [])
         if not isinstance(ok, list) or not isinstance(failing, list):

@@ -23,7 +23,7 @@ from dagster_airpeer import AirflowConnectionError, AirflowError, AirflowRespons
 from dagster_airpeer.feed import FeedState
 from reliability.fake_airflow import FakeAirflow
 from reliability.faults import Fault, FaultTransport
-from reliability.harness import drain, peer_fake
+from reliability.harness import Peered, drain, peer_fake
 from reliability.ledger import compare, recorded_events
 from reliability.ticker import Ticker
 
@@ -48,13 +48,10 @@ def _with_times(fault: Fault, times: int) -> Fault:
     return Fault(fault.kind, status=fault.status, retry_after=fault.retry_after, times=times)
 
 
-def _run(
-    fake: FakeAirflow, tmp_path: Path, instance: dg.DagsterInstance, faults: dict[int, Fault]
-) -> tuple[Ticker, FaultTransport, list[float], list]:  # type: ignore[type-arg]
-    transport = FaultTransport(fake.transport(), faults)
+def _peer(fake: FakeAirflow, tmp_path: Path, transport: FaultTransport) -> Peered:
     # One request at a time: a fault is injected into the Nth request, which is then the Nth page in order.
     # (tests/feed/test_feed.py covers faults among concurrent pages.)
-    peered = peer_fake(
+    return peer_fake(
         fake,
         tmp_path / "snap",
         transport=transport,
@@ -62,6 +59,13 @@ def _run(
         max_retries=RETRIES,
         max_parallel_requests=1,
     )
+
+
+def _run(
+    fake: FakeAirflow, tmp_path: Path, instance: dg.DagsterInstance, faults: dict[int, Fault]
+) -> tuple[Ticker, FaultTransport, list[float], list]:  # type: ignore[type-arg]
+    transport = FaultTransport(fake.transport(), faults)
+    peered = _peer(fake, tmp_path, transport)
     defs = peered.build()
     ticker = Ticker(instance, peered.sensor)
     outcomes = drain(ticker, defs)
@@ -99,16 +103,7 @@ def test_persistent_fault_on_the_first_page_fails_the_tick_and_keeps_the_cursor(
 ) -> None:
     # A first tick reads everything; then new runs end and the next tick's first page keeps failing.
     transport = FaultTransport(fake.transport(), {})
-    # One request at a time: a fault is injected into the Nth request, which is then the Nth page in order.
-    # (tests/feed/test_feed.py covers faults among concurrent pages.)
-    peered = peer_fake(
-        fake,
-        tmp_path / "snap",
-        transport=transport,
-        page_size=10,
-        max_retries=RETRIES,
-        max_parallel_requests=1,
-    )
+    peered = _peer(fake, tmp_path, transport)
     defs = peered.build()
     ticker = Ticker(dagster_instance, peered.sensor)
     drain(ticker, defs)

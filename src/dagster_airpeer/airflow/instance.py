@@ -557,11 +557,7 @@ class AirflowInstance:
         """
         if order_by not in ("end_date", "-end_date", "id"):
             raise AirflowConfigError(f"`order_by` must be 'end_date', '-end_date' or 'id', got {order_by!r}.")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise AirflowConfigError(f"`offset` must be an integer >= 0, got {offset!r}.")
-        page_limit = self.page_size if limit is None else limit
-        if isinstance(page_limit, bool) or not isinstance(page_limit, int) or page_limit < 1:
-            raise AirflowConfigError(f"`limit` must be an integer >= 1, got {limit!r}.")
+        page_limit = self._page_limit(offset, limit)
         if isinstance(dag_ids, str):
             raise AirflowConfigError("`dag_ids` must be a list of DAG ids, not a single string.")
         body: dict[str, Any] = {
@@ -592,17 +588,22 @@ class AirflowInstance:
             server_time=self._http.date_of(result.response),
         )
 
+    def _page_limit(self, offset: int, limit: int | None) -> int:
+        """Check the paging arguments of a one-page call; returns the page size to ask for."""
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise AirflowConfigError(f"`offset` must be an integer >= 0, got {offset!r}.")
+        page_limit = self.page_size if limit is None else limit
+        if isinstance(page_limit, bool) or not isinstance(page_limit, int) or page_limit < 1:
+            raise AirflowConfigError(f"`limit` must be an integer >= 1, got {limit!r}.")
+        return page_limit
+
     def list_dag_versions(self, *, offset: int = 0, limit: int | None = None) -> DagVersionsPage:
         """One page of the versions of all DAGs, newest first (`GET /api/v2/dags/~/dagVersions`, Airflow 3).
 
         Exactly one request; the caller pages. Version ids are UUIDv7, so "newest first" is `order_by=-id`.
         Airflow 2 has no DAG versions: AirflowVersionError.
         """
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise AirflowConfigError(f"`offset` must be an integer >= 0, got {offset!r}.")
-        page_limit = self.page_size if limit is None else limit
-        if isinstance(page_limit, bool) or not isinstance(page_limit, int) or page_limit < 1:
-            raise AirflowConfigError(f"`limit` must be an integer >= 1, got {limit!r}.")
+        page_limit = self._page_limit(offset, limit)
         if self.api_version != "v2":
             raise AirflowVersionError(
                 f"Airflow instance {self.name!r} ({self.webserver_url}) is Airflow 2, which has no DAG versions; "

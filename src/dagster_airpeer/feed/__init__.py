@@ -18,7 +18,7 @@ Its state (`FeedState`) is what the sensor stores as its cursor. docs/cursor.md 
 """
 
 from .poll import CompletionFeed, FinishedRunsSource, InlineExecutor, PollResult
-from .state import CURSOR_VERSION, CursorError, FeedState, completion_digest
+from .state import CURSOR_VERSION, CursorError, FeedState, completion_digest, load_cursor_json
 
 __all__ = [
     "CURSOR_VERSION",
@@ -29,4 +29,5 @@ __all__ = [
     "InlineExecutor",
     "PollResult",
     "completion_digest",
+    "load_cursor_json",
 ]

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 
 from ..airflow.errors import AirflowError
 from ..airflow.models import DagRun, RunsPage
-from .spans import MAX_SPANS, ONE_MICROSECOND, PageRequest, Span, TieSpan, TimeSpan
+from .spans import MAX_SPANS, ONE_MICROSECOND, PageRequest, Span, TieSpan, TimeSpan, spans_between
 from .state import FeedState
 
 #: A cursor this far beyond the late-commit window behind Airflow's clock is catching up, not polling.
@@ -197,11 +197,9 @@ class CompletionFeed:
         if now is not None and now - start > self._late + _BEHIND:
             step = (now - start) / self._parallel
             bounds.extend(start + step * i for i in range(1, self._parallel))
-        bounds = bounds[: MAX_SPANS - 1]
-        los = [state.watermark, *bounds]
-        his: list[datetime | None] = [*bounds, None]
-        tick.spans = len(los)
-        return [TimeSpan(lo, hi, tick) for lo, hi in zip(los, his, strict=True)]
+        spans: list[Span] = [*spans_between([state.watermark, *bounds[: MAX_SPANS - 1]], None, tick)]
+        tick.spans = len(spans)
+        return spans
 
     # ------------------------------------------------------------------ reading
 
@@ -292,8 +290,7 @@ class CompletionFeed:
                     # Not a completion for us: the filter excludes both; a server ignoring it must not make
                     # us deliver a run twice.
                     continue
-                if not state.is_seen(run):
-                    state.mark_seen(run)
+                if state.mark_seen(run):
                     out.append(run)
 
         for span in spans:

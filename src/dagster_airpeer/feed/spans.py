@@ -74,9 +74,11 @@ class Span:
     def fail(self, request: PageRequest, error: Exception) -> None:
         self.error = error
 
-    @property
-    def done(self) -> bool:
-        raise NotImplementedError
+
+def spans_between(points: list[datetime], hi: datetime | None, tick: TickContext) -> list[TimeSpan]:
+    """Time spans from each point to the next, the last one up to `hi` (None: open-ended)."""
+    ends: list[datetime | None] = [*points[1:], hi]
+    return [TimeSpan(lo, end, tick) for lo, end in zip(points, ends, strict=True)]
 
 
 @dataclass(eq=False)
@@ -96,10 +98,6 @@ class TimeSpan(Span):
 
     def __post_init__(self) -> None:
         self.position = self.lo
-
-    @property
-    def done(self) -> bool:
-        return self.complete
 
     def next_request(self) -> PageRequest | None:
         if self.complete or self._in_flight or self.error is not None:
@@ -177,10 +175,9 @@ class TimeSpan(Span):
         if count < 2 or not self.tick.may_add_spans(count - 1):
             return []
         bounds = [last_end + step * i for i in range(1, count)]
-        original_hi = self.hi
+        added: list[Span] = [*spans_between(bounds, self.hi, self.tick)]
         self.hi = bounds[0]
-        his: list[datetime | None] = [*bounds[1:], original_hi]
-        return [TimeSpan(lo, hi, self.tick) for lo, hi in zip(bounds, his, strict=True)]
+        return added
 
 
 @dataclass(eq=False)

@@ -72,9 +72,15 @@ class FeedState:
         group = self.seen.get(iso(run.end_date))
         return group is not None and run_digest(run) in group
 
-    def mark_seen(self, run: DagRun) -> None:
+    def mark_seen(self, run: DagRun) -> bool:
+        """Record a delivered completion; False if it was recorded already."""
         assert run.end_date is not None
-        self.seen.setdefault(iso(run.end_date), set()).add(run_digest(run))
+        group = self.seen.setdefault(iso(run.end_date), set())
+        digest = run_digest(run)
+        if digest in group:
+            return False
+        group.add(digest)
+        return True
 
     def seen_at(self, instant: datetime) -> int:
         """How many completions ending exactly at `instant` were delivered."""
@@ -138,8 +144,12 @@ class FeedState:
 
     @classmethod
     def from_json(cls, text: str) -> FeedState:
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise CursorError(f"the sensor cursor is not JSON: {exc}") from exc
-        return cls.from_dict(doc)
+        return cls.from_dict(load_cursor_json(text))
+
+
+def load_cursor_json(text: str) -> Any:
+    """The stored cursor's JSON document; CursorError when it is not JSON."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CursorError(f"the sensor cursor is not JSON: {exc}") from exc
