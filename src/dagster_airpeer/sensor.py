@@ -14,7 +14,7 @@ import dagster as dg
 
 from .airflow.errors import AirflowNotFoundError
 from .airflow.instance import AirflowInstance
-from .airflow.models import Dag
+from .airflow.models import Dag, DagRun
 from .events import AssetEvent, events_for_run
 from .feed import CompletionFeed, CursorError, FeedState, load_cursor_json
 from .translator import DagsterAirflowTranslator
@@ -185,27 +185,31 @@ def build_dag_run_sensor(
                     f"airpeer: first tick for Airflow instance '{instance.name}' (REST {api_version}); importing "
                     f"runs that ended since {cursor.feed.watermark.isoformat(timespec='seconds')}"
                 )
-            result = feed.poll(cursor.feed)
-
             status = dict(cursor.status)
             events: list[AssetEvent] = []
             succeeded: dict[dg.AssetKey, list[str]] = {}
             not_peered = new_dags = 0
-            # Inside the deadline too: a DAG added after the load is looked up (once, one request).
-            for run in result.completions:
-                key = resolver.key_for(run.dag_id)
-                if key is None:
-                    not_peered += 1
-                    continue
-                if not resolver.is_known(run.dag_id):
-                    new_dags += 1
-                # Completions come in end-date order, so this follows each DAG's status as Airflow lived it.
-                changed = status.get(run.dag_id) is not run.succeeded
-                status[run.dag_id] = run.succeeded
-                run_url = instance.run_url(run.dag_id, run.run_id)
-                events.extend(events_for_run(run, key, run_url=run_url, status_changed=changed))
-                if run.succeeded and key in user_checks_by_asset:
-                    succeeded.setdefault(key, []).append(f"{run.dag_id}/{run.run_id}/{run.end_date}")
+
+            def record(runs: Sequence[DagRun]) -> None:
+                # Called as completions become final, while later pages are still in flight. Inside the
+                # deadline too: a DAG added after the load is looked up (once, one request).
+                nonlocal not_peered, new_dags
+                for run in runs:
+                    key = resolver.key_for(run.dag_id)
+                    if key is None:
+                        not_peered += 1
+                        continue
+                    if not resolver.is_known(run.dag_id):
+                        new_dags += 1
+                    # Completions come in end-date order, so this follows each DAG's status as Airflow lived it.
+                    changed = status.get(run.dag_id) is not run.succeeded
+                    status[run.dag_id] = run.succeeded
+                    run_url = instance.run_url(run.dag_id, run.run_id)
+                    events.extend(events_for_run(run, key, run_url=run_url, status_changed=changed))
+                    if run.succeeded and key in user_checks_by_asset:
+                        succeeded.setdefault(key, []).append(f"{run.dag_id}/{run.run_id}/{run.end_date}")
+
+            result = feed.poll(cursor.feed, on_completions=record)
 
         run_requests = []
         if succeeded and checks_job is not None:

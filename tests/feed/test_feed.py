@@ -268,12 +268,23 @@ def test_idle_tick_after_a_large_recent_tie_costs_a_few_requests() -> None:
     _tied(af, 10_000, T0 + timedelta(minutes=1))
     runs, state = _drain(_feed(af), FeedState.initial(af.now, timedelta(hours=1)))
     assert len(runs) == 10_000
+    returned: list[int] = []
+    original = af.list_finished_runs
+
+    def record(**kwargs: Any) -> RunsPage:
+        page = original(**kwargs)
+        returned.append(len(page.runs))
+        return page
+
+    af.list_finished_runs = record  # type: ignore[method-assign]
     for _ in range(3):  # still inside the window: the group is checked by its count, not re-read
         af.now += timedelta(seconds=30)
-        before = af.requests
+        before, returned[:] = af.requests, []
         result = _feed(af).poll(state)
         assert result.completions == [] and result.caught_up
         assert af.requests - before <= 3
+        # The tick knows the group from its cursor: it counts it from the start, no page full of it is read.
+        assert sum(returned) <= 1
         state = result.state
     # A run joining the group (a late commit at that very instant) changes its count: it is read again.
     af.add("late", "joined", T0 + timedelta(minutes=1))
@@ -492,3 +503,147 @@ def test_random_histories_are_delivered_exactly_once(seed: int, parallel: int) -
 @pytest.mark.parametrize("seed", range(40))
 def test_random_histories_with_deletions_and_large_ties(seed: int) -> None:
     _random_history(seed, parallel=4, deletions=True)
+
+
+# ---------------------------------------------------------------------------------------- range spans
+
+
+def _spread(af: FakeAirflow, count: int, step: timedelta) -> None:
+    for i in range(count):
+        af.add(f"d{i % 7}", f"r{i:04}", T0 + step * i)
+
+
+@pytest.mark.parametrize("extra_s", [0, 10, 60, 150])
+def test_rest_of_a_closed_span_costs_about_one_request_per_page(extra_s: int) -> None:
+    """1000 runs, one a second, first tick far behind: four slices, then the rest of each one by id, all at once."""
+    af = FakeAirflow(now=T0 + timedelta(seconds=999 + 120 + extra_s))
+    _spread(af, 1000, timedelta(seconds=1))
+    batches: list[int] = []
+    result = _feed(af, parallel=4).poll(
+        FeedState.initial(af.now, af.now - (T0 - timedelta(seconds=60))),
+        on_completions=lambda runs: batches.append(len(runs)),
+    )
+    assert result.caught_up
+    assert [r.run_id for r in result.completions] == [f"r{i:04}" for i in range(1000)]
+    # 10 pages of 100 at least; each of the four slices may end with a partly filled page.
+    assert result.requests <= 13
+    # Completions are handed over as their spans are settled, not all at the end of the tick.
+    assert len(batches) > 1 and sum(batches) == 1000
+
+
+def test_range_span_whose_overlap_does_not_match_is_read_again_by_keyset() -> None:
+    from dagster_airpeer.feed.spans import RangeSpan, TimeSpan
+
+    class Tick:
+        parallel = 4
+        server_time = None
+
+        def seen_at(self, instant: datetime) -> int:
+            return 0
+
+        def resume_for(self, instant: datetime) -> None:
+            return None
+
+        def may_add_spans(self, count: int) -> bool:
+            return True
+
+    def run(i: int) -> DagRun:
+        return DagRun(dag_id="d", run_id=f"r{i}", state="success", end_date=T0 + timedelta(seconds=i % 5))
+
+    span = RangeSpan(lo=T0, hi=T0 + timedelta(seconds=5), tick=Tick(), page_len=3, total=7)
+    requests = [span.next_request() for _ in range(4)]
+    assert [r.offset if r else None for r in requests] == [0, 2, 4, None]  # all at once, overlapping by one
+    assert all(r is not None and r.order_by == "id" and r.limit == 3 for r in requests[:3])
+    pages = {0: (0, 1, 2), 2: (2, 3, 4), 4: (5, 6, 7)}  # r4 was deleted before the third page was read
+    assert requests[1] is not None and requests[2] is not None and requests[0] is not None
+    assert span.accept(requests[2], RunsPage(runs=tuple(run(i) for i in pages[4]), total_entries=7)) == []
+    assert span.accept(requests[1], RunsPage(runs=tuple(run(i) for i in pages[2]), total_entries=7)) == []
+    added = span.accept(requests[0], RunsPage(runs=tuple(run(i) for i in pages[0]), total_entries=7))
+    assert span.replaced and not span.complete and span.runs == []
+    assert len(added) == 1 and isinstance(added[0], TimeSpan)
+    assert (added[0].lo, added[0].hi, added[0].may_range) == (span.lo, span.hi, False)
+    assert span.next_request() is None
+
+
+@pytest.mark.parametrize("change", ["delete", "late commit"])
+def test_runs_changed_in_a_range_while_it_is_paged_are_delivered_exactly_once(change: str) -> None:
+    """Runs deleted, or committed late with a low primary key, shift the offsets of a range's pages."""
+    replaced = 0
+    from dagster_airpeer.feed import spans
+
+    original = spans.RangeSpan.accept
+
+    def spy(self: spans.RangeSpan, request: Any, page: RunsPage) -> list[spans.Span]:
+        nonlocal replaced
+        was = self.replaced
+        added = original(self, request, page)
+        replaced += self.replaced and not was
+        return added
+
+    for trigger in range(2, 16):
+        af = FakeAirflow(now=T0 + timedelta(seconds=1060))
+        late = [T0 + timedelta(seconds=765 + i) for i in range(0, 12, 3)]
+        if change == "late commit":
+            # Added first, so they have the lowest ids; they become visible during the tick, with end dates
+            # inside the late-commit window (after Airflow's clock at the tick's start minus 5 minutes).
+            for i, end in enumerate(late):
+                af.add("late", f"l{i}", end, commit_delay=af.now + timedelta(seconds=1) - end)
+        _spread(af, 1000, timedelta(seconds=1))
+
+        def act(request: int, af: FakeAirflow = af, trigger: int = trigger) -> None:
+            if request != trigger:
+                return
+            if change == "delete":
+                for i in (230, 300, 520, 600, 770):
+                    af.delete(f"d{i % 7}", f"r{i:04}")
+            else:
+                af.now += timedelta(seconds=2)
+
+        af.on_request = act
+        feed = _feed(af, parallel=4)
+        spans.RangeSpan.accept = spy  # type: ignore[method-assign]
+        try:
+            runs, state = _drain(feed, FeedState.initial(af.now, af.now - (T0 - timedelta(seconds=60))))
+            af.now += LATE + timedelta(seconds=1)
+            more, _ = _drain(feed, state)
+        finally:
+            spans.RangeSpan.accept = original  # type: ignore[method-assign]
+        ids = _ids(runs + more)
+        assert len(ids) == len(set(ids)), f"doubled (change at request {trigger})"
+        remaining = {(r.run.dag_id, r.run.run_id, r.run.end_date) for r in af.rows}
+        assert remaining <= set(ids), f"lost (change at request {trigger})"
+    assert replaced > 0  # the offsets did shift under some range's pages
+
+
+@pytest.mark.parametrize("fail_after", range(1, 20))
+def test_outage_while_ranges_are_read_loses_and_doubles_nothing(fail_after: int) -> None:
+    af = FakeAirflow(now=T0 + timedelta(minutes=20), page_cap=10)
+    _spread(af, 95, timedelta(seconds=10))
+    feed = _feed(af, page_size=10)
+    state = FeedState.initial(af.now, timedelta(minutes=20))
+    af.fail_after = fail_after
+    delivered: list[DagRun] = []
+    try:
+        result = feed.poll(state, on_completions=delivered.extend)
+    except AirflowConnectionError:
+        first, after = [], state
+        assert delivered == []
+    else:
+        first, after = result.completions, result.state
+        assert delivered == first
+        assert [r.run_id for r in first] == sorted(r.run_id for r in first)  # a prefix, in end-date order
+    af.fail_after = None
+    rest, _ = _drain(feed, after)
+    ids = _ids(first + rest)
+    assert len(ids) == len(set(ids)) == 95
+
+
+def test_tied_runs_are_handed_over_page_by_page_as_their_pages_are_verified() -> None:
+    af = FakeAirflow(now=T0 + timedelta(minutes=2))
+    _tied(af, 1000, T0 + timedelta(minutes=1))
+    batches: list[list[DagRun]] = []
+    result = _feed(af, parallel=4).poll(
+        FeedState.initial(af.now, timedelta(hours=1)), on_completions=batches.append
+    )
+    assert result.caught_up and len(result.completions) == 1000
+    assert len(batches) > 1 and [run for batch in batches for run in batch] == result.completions

@@ -5,11 +5,12 @@ Its state (`FeedState`) is what the sensor stores as its cursor. docs/cursor.md 
 
 * One query shape: runs in a terminal state with ``end_date`` in a range, ordered by ``end_date``
   (``POST /dags/~/dagRuns/list`` on Airflow 2 and 3). Cost grows with the runs that ended, never with DAGs.
-* **Keyset paging, not offset paging**, so a run inserted, cleared or deleted between two pages cannot make
-  us skip one; a run read twice is recognised in ``seen``.
+* **Keyset paging, or offset pages that must overlap**, so a run inserted, cleared or deleted between two
+  pages cannot make us skip one; a run read twice is recognised in ``seen``.
 * **Concurrent pages.** After its first page a tick knows how many runs are left; it cuts the rest of the
-  range into disjoint slices of about a page each and reads them at once. Groups of runs sharing one end
-  date are read by primary key, in pages that overlap by one run which must match.
+  range into disjoint slices of about a page each and reads them at once, or, when the range has an end and
+  the rest fits in a few pages, reads that rest by primary key, all its pages at once. Primary-key pages
+  (these, and groups of runs sharing one end date) overlap by one run which must match.
 * **Late commits.** Airflow writes ``end_date`` before its transaction commits. The watermark only advances
   to Airflow's clock (HTTP ``Date``) at the tick's start minus ``late_commit_window``; what lies after it is
   re-read each tick and de-duplicated by ``seen``.

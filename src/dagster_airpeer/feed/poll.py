@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 
 from ..airflow.errors import AirflowError
 from ..airflow.models import DagRun, RunsPage
-from .spans import MAX_SPANS, ONE_MICROSECOND, PageRequest, Span, TieSpan, TimeSpan, spans_between
+from .spans import MAX_SPANS, ONE_MICROSECOND, PageRequest, RangeSpan, Span, TieSpan, TimeSpan
 from .state import FeedState
 
 #: A cursor this far beyond the late-commit window behind Airflow's clock is catching up, not polling.
@@ -78,6 +78,10 @@ class _Tick:
     #: Runs read that were not delivered by an earlier tick (what the run cap counts).
     new_runs: int = 0
     spans: int = 1
+    #: Completions delivered so far, in end-date order, and how many leading spans they came from.
+    out: list[DagRun] = field(default_factory=list)
+    delivered_spans: int = 0
+    on_completions: Callable[[Sequence[DagRun]], None] | None = None
     _resume: tuple[datetime, int, str | None] | None = field(default=None)
 
     def __post_init__(self) -> None:
@@ -86,6 +90,29 @@ class _Tick:
 
     def seen_at(self, instant: datetime) -> int:
         return self.state.seen_at(instant)
+
+    def take(self, runs: Sequence[DagRun]) -> None:
+        """Deliver the runs not delivered before (by an earlier tick, or an overlapping page of this one)."""
+        batch = [
+            run
+            for run in runs
+            # Not a completion for us: the filter excludes both; a server ignoring it must not make us deliver
+            # a run twice.
+            if run.end_date is not None and run.end_date >= self.state.watermark and self.state.mark_seen(run)
+        ]
+        self.out.extend(batch)
+        if batch and self.on_completions is not None:
+            self.on_completions(batch)
+
+    def take_tie_pages(self, span: TieSpan) -> None:
+        """Deliver the tie span's verified pages not delivered yet (they are a prefix of its group)."""
+        for page in span.pages[span.delivered_pages :]:
+            self.take(page.runs)
+        span.delivered_pages = len(span.pages)
+
+    def joined_while_resumed(self, span: TieSpan) -> bool:
+        """A group read from where a tick stopped (or skipped) holds more runs than were delivered at its instant."""
+        return not span.skipped and not span.full and self.state.seen_at(span.at) < span.total
 
     def resume_for(self, instant: datetime) -> tuple[int, str | None] | None:
         if self._resume is not None and self._resume[0] == instant:
@@ -153,14 +180,18 @@ class CompletionFeed:
         self._clock = clock
         self._executor = executor
 
-    def poll(self, state: FeedState) -> PollResult:
+    def poll(
+        self, state: FeedState, on_completions: Callable[[Sequence[DagRun]], None] | None = None
+    ) -> PollResult:
         """Read from `state`'s position; returns new completions in end-date order and the next state.
 
         `state` is not modified; if the tick's first request fails the error is raised and the caller keeps
-        its old cursor.
+        its old cursor. `on_completions`, if given, is called with the completions in end-date order as they
+        become final, while later pages are still in flight (so the caller's work on them overlaps the
+        wait); an error it raises fails the tick.
         """
         state = state.copy()
-        tick = _Tick(state=state, parallel=self._parallel)
+        tick = _Tick(state=state, parallel=self._parallel, on_completions=on_completions)
         spans: list[Span]
         if state.tie_at is not None and state.tie_at <= state.watermark:
             # Stopped inside a group of tied runs that was settled: nothing before it can still appear.
@@ -176,28 +207,45 @@ class CompletionFeed:
     def _window_spans(self, state: FeedState, tick: _Tick) -> list[Span]:
         """The spans a tick starts with, so that its first pages go out at once instead of one by one.
 
-        The late-commit window it re-reads is cut where what it delivered there fills about a page. When the
-        cursor is far behind Airflow's clock (the first tick importing its lookback, a sensor that was
-        stopped), the rest up to Airflow's clock is cut into `parallel` equal slices. The last span is
-        open-ended; a span holding more than it seemed splits again after its first page.
+        The late-commit window it re-reads is cut where what it delivered there fills about a page; a group of
+        tied runs it delivered there that fills a page (or the one it stopped inside) is a tie span from the
+        start, instead of being found by a first page full of it. When the cursor is far behind Airflow's clock
+        (the first tick importing its lookback, a sensor that was stopped), the rest up to Airflow's clock is
+        cut into `parallel` equal slices. The last span is open-ended; a span holding more than it seemed
+        splits again after its first page.
         """
         if self._parallel <= 1:
             return [TimeSpan(state.watermark, None, tick)]
-        bounds: list[datetime] = []
-        filled = 0
+        # Where spans end, in order; True: a group of tied runs is read at that instant.
+        cuts: list[tuple[datetime, bool]] = []
+        lo, filled = state.watermark, 0
         for key in sorted(state.seen):
-            if filled >= self._page_size - 1:
-                bound = datetime.fromisoformat(key)
-                if bound > (bounds[-1] if bounds else state.watermark):
-                    bounds.append(bound)
-                    filled = 0
-            filled += len(state.seen[key])
-        start = bounds[-1] if bounds else state.watermark
+            at, count = datetime.fromisoformat(key), len(state.seen[key])
+            if at < lo:
+                continue
+            if count >= self._page_size or at == state.tie_at:
+                cuts.append((at, True))
+                lo, filled = at + ONE_MICROSECOND, 0
+                continue
+            if filled >= self._page_size - 1 and at > lo:
+                cuts.append((at, False))
+                lo, filled = at, 0
+            filled += count
         now = self._source.server_time()
-        if now is not None and now - start > self._late + _BEHIND:
-            step = (now - start) / self._parallel
-            bounds.extend(start + step * i for i in range(1, self._parallel))
-        spans: list[Span] = [*spans_between([state.watermark, *bounds[: MAX_SPANS - 1]], None, tick)]
+        if now is not None and now - lo > self._late + _BEHIND:
+            step = (now - lo) / self._parallel
+            cuts.extend((lo + step * i, False) for i in range(1, self._parallel))
+        spans: list[Span] = []
+        lo = state.watermark
+        for at, tie in cuts[: (MAX_SPANS - 1) // 2]:
+            if at > lo:
+                spans.append(TimeSpan(lo, at, tick))
+            if tie:
+                spans.append(TieSpan(at=at, tick=tick))
+                lo = at + ONE_MICROSECOND
+            else:
+                lo = at
+        spans.append(TimeSpan(lo, None, tick))
         tick.spans = len(spans)
         return spans
 
@@ -241,6 +289,9 @@ class CompletionFeed:
                 over = self._clock() - started >= self._budget or tick.new_runs >= self._max
                 if over and _progressed(spans):
                     stopping = True
+                if not stopping:
+                    self._submit(tick, spans, in_flight, executor)
+                self._deliver_ready(spans, tick)
         finally:
             if own_pool:
                 executor.shutdown(wait=True)
@@ -265,6 +316,27 @@ class CompletionFeed:
             if len(in_flight) >= self._parallel:
                 return
 
+    @staticmethod
+    def _deliver_ready(spans: list[Span], tick: _Tick) -> None:
+        """Deliver what `_merge` would deliver of the leading spans and cannot change any more: spans read whole,
+        and the verified pages of the first tie span (which `_merge` delivers even if it stops there).
+
+        A span is only ever inserted after one that is still being read, so the delivered ones stay put.
+        """
+        while tick.delivered_spans < len(spans):
+            span = spans[tick.delivered_spans]
+            if isinstance(span, RangeSpan) and span.replaced:
+                pass
+            elif isinstance(span, (TimeSpan, RangeSpan)) and span.complete:
+                tick.take(span.runs)
+            elif isinstance(span, TieSpan):
+                tick.take_tie_pages(span)
+                if not span.complete or tick.joined_while_resumed(span):
+                    return
+            else:
+                return
+            tick.delivered_spans += 1
+
     def _fetch(self, request: PageRequest) -> RunsPage:
         return self._source.list_finished_runs(
             end_date_gte=request.end_date_gte,
@@ -278,22 +350,13 @@ class CompletionFeed:
 
     def _merge(self, spans: list[Span], tick: _Tick, state: FeedState) -> PollResult:
         """Deliver the spans in order up to the first one not read completely, and move the cursor there."""
-        out: list[DagRun] = []
         interrupted: Exception | None = None
         stop_at: datetime | None = None  # None: every span was read
         stop_tie: tuple[datetime, int, str | None] | None = None
         resume = (state.tie_at, state.tie_offset, state.tie_anchor) if state.tie_at is not None else None
 
-        def take(runs: Sequence[DagRun]) -> None:
-            for run in runs:
-                if run.end_date is None or run.end_date < state.watermark:
-                    # Not a completion for us: the filter excludes both; a server ignoring it must not make
-                    # us deliver a run twice.
-                    continue
-                if state.mark_seen(run):
-                    out.append(run)
-
-        for span in spans:
+        take = tick.take
+        for span in spans[tick.delivered_spans :]:
             if isinstance(span, TimeSpan):
                 take(span.runs)
                 if not span.complete:
@@ -304,16 +367,24 @@ class CompletionFeed:
                         stop_tie = (span.position, 0, None)
                     break
                 continue
+            if isinstance(span, RangeSpan):
+                if span.replaced:
+                    continue  # the keyset span that re-read it follows
+                if not span.complete:
+                    # Nothing of it is delivered: the next tick reads on from its start.
+                    stop_at, interrupted = span.lo, span.error
+                    break
+                take(span.runs)
+                continue
             assert isinstance(span, TieSpan)
-            for page in span.pages:
-                take(page.runs)
+            tick.take_tie_pages(span)
             if not span.complete:
                 stop_at, interrupted = span.at, span.error
                 point = span.stop_point
                 if point is not None:
                     stop_tie = (span.at, point[0], point[1])
                 break
-            if not span.skipped and not span.full and state.seen_at(span.at) < span.total:
+            if tick.joined_while_resumed(span):
                 # Read from where a tick stopped, yet fewer runs were delivered than the group holds: runs
                 # joined it before that point. Read the whole group from its start next tick.
                 stop_at, stop_tie = span.at, (span.at, 0, None)
@@ -335,7 +406,7 @@ class CompletionFeed:
                 state.clear_tie()
         state.advance(new_watermark)
         return PollResult(
-            completions=out,
+            completions=tick.out,
             state=state,
             caught_up=caught_up,
             requests=tick.requests,
@@ -362,6 +433,10 @@ def _progressed(spans: Sequence[Span]) -> bool:
             if span.tie_at is None or span.tie_at > span.lo:
                 return True
             continue  # it ran into a group of tied runs right where it started: that group must move
+        if isinstance(span, RangeSpan):
+            if span.replaced:
+                continue
+            return span.complete
         assert isinstance(span, TieSpan)
         if span.complete:
             return True

@@ -8,7 +8,12 @@ poller (``poll.py``) merges the spans in list order, which is end-date order.
   at the last end date read, so a run inserted or deleted between two pages cannot make us skip one). After
   its first page a span that has more than a page left splits the rest of its range into slices of about a
   page each, read concurrently. Slices are disjoint filters, so together they read exactly what one keyset
-  walk would.
+  walk would. A span with an end whose rest holds at most ``RANGE_MAX_PAGES`` pages is read instead as a
+  ``RangeSpan``, which needs no more requests than that rest has pages.
+* ``RangeSpan(lo, hi)``: the rest of a span with an end, read in primary-key order by offset pages that all go
+  out at once (its size is known). Pages overlap by one run, which must match, as in a tie span; the range
+  is delivered only once read whole, since primary-key order is not end-date order. If an overlap does not
+  match (runs committed or deleted in the range meanwhile), it is read again by keyset in the same tick.
 * ``TieSpan(at)``: every run with ``end_date == at`` when a whole page shares that instant (the keyset cannot
   move). Read in primary-key order by offset; consecutive pages overlap by one run, and that run must match,
   so a run deleted meanwhile (which shifts offsets) is detected instead of making us skip one. Pages after
@@ -31,6 +36,9 @@ ONE_MICROSECOND = timedelta(microseconds=1)
 _SLICE_FILL = 0.85
 #: A bound on the spans of one tick (the slices of a pathological distribution of end dates).
 MAX_SPANS = 512
+#: The rest of a span with an end is read as one `RangeSpan` up to this many pages (it is delivered only
+#: once read whole, so it is kept small enough to be read within a tick); past that, it is cut in time.
+RANGE_MAX_PAGES = 10
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,8 @@ class TimeSpan(Span):
     tie_at: datetime | None = None
     complete: bool = False
     error: Exception | None = None
+    #: False for a span that re-reads a `RangeSpan` whose overlap did not match: it stays a keyset walk.
+    may_range: bool = True
     _pages: int = 0
     _in_flight: bool = False
 
@@ -142,11 +152,42 @@ class TimeSpan(Span):
                 TieSpan(at=last_end, tick=self.tick),
                 TimeSpan(last_end + ONE_MICROSECOND, self.hi, self.tick),
             ]
+        if self._pages == 1 and self._rest_fits_a_range(page, len(page.runs)):
+            return self._hand_rest_to_range(page, runs, last_end)
         self.runs.extend(runs)
         self.position = last_end
         if self._pages == 1:
             return self._split(page, len(runs), first_end, last_end)
         return []
+
+    def _rest_fits_a_range(self, page: RunsPage, page_len: int) -> bool:
+        return (
+            self.hi is not None
+            and self.may_range
+            and self.tick.parallel > 1
+            and page_len > 1
+            and page.total_entries - len(page.runs) <= (RANGE_MAX_PAGES - 1) * page_len
+            and self.tick.may_add_spans(1)
+        )
+
+    def _hand_rest_to_range(self, page: RunsPage, runs: list[DagRun], last_end: datetime) -> list[Span]:
+        """Keep the runs before the page's last instant; the rest of the span, from that instant, is a range.
+
+        The runs at `last_end` may continue past the page, so they are all read again by the range.
+        """
+        assert self.hi is not None
+        before = [r for r in runs if r.end_date is not None and r.end_date < last_end]
+        rest = RangeSpan(
+            lo=last_end,
+            hi=self.hi,
+            tick=self.tick,
+            page_len=len(page.runs),
+            total=page.total_entries - len(before),
+        )
+        self.runs.extend(before)
+        self.position = self.hi = last_end
+        self.complete = True
+        return [rest]
 
     def _split(self, page: RunsPage, page_len: int, first_end: datetime, last_end: datetime) -> list[Span]:
         """Cut the rest of the range into slices of about a page each, to read them concurrently.
@@ -175,17 +216,118 @@ class TimeSpan(Span):
         if count < 2 or not self.tick.may_add_spans(count - 1):
             return []
         bounds = [last_end + step * i for i in range(1, count)]
-        added: list[Span] = [*spans_between(bounds, self.hi, self.tick)]
+        added: list[TimeSpan] = spans_between(bounds, self.hi, self.tick)
+        for span in added:
+            span.may_range = self.may_range
         self.hi = bounds[0]
-        return added
+        return [*added]
 
 
 @dataclass(eq=False)
 class TiePage:
+    """One page read in primary-key order (a tie span's or a range span's)."""
+
     offset: int
     runs: tuple[DagRun, ...]
     total: int
     requested: int
+
+
+def chain_pages(
+    pages: list[TiePage], arrived: dict[int, TiePage], page_len: int
+) -> Literal["complete", "broken"] | None:
+    """Append arrived pages (keyed by their index) in order while each one starts with the run the previous one
+    ended with; returns whether the chain is complete, broken (runs inserted or deleted meanwhile shifted the
+    offsets), or still waiting for a page.
+
+    A server page size of one run cannot overlap: such pages follow each other unchecked.
+    """
+    while True:
+        page = arrived.pop(len(pages), None)
+        if page is None:
+            return None
+        if pages:
+            previous = pages[-1]
+            if not page.runs:
+                # The runs ended before this page (deleted meanwhile, or their number was overestimated).
+                return "broken" if previous.offset + len(previous.runs) < page.total else "complete"
+            if page_len > 1 and run_digest(page.runs[0]) != run_digest(previous.runs[-1]):
+                return "broken"
+        pages.append(page)
+        if len(page.runs) < page.requested or page.offset + len(page.runs) >= page.total:
+            return "complete"
+
+
+def chained_offset(start: int, index: int, page_len: int) -> int:
+    """The offset of the `index`-th page after the page at `start` (each overlaps the one before by one run)."""
+    return start + index * (page_len - 1) if page_len > 1 else start + index
+
+
+def chained_page_needed(offset: int, total: int, page_len: int) -> bool:
+    """Whether a page chained at `offset` can hold a run the page before it did not (its first run is that
+    page's last one)."""
+    return offset + 1 < total if page_len > 1 else offset < total
+
+
+@dataclass(eq=False)
+class RangeSpan(Span):
+    """The runs with ``lo <= end_date < hi``, in primary-key order, `total` of them when the range was sized.
+
+    Every page goes out at once (at offsets ``0, L-1, 2(L-1), ...`` for a server page of L runs, each overlapping
+    the one before by one run); more follow if a page reports more runs. Delivered only once read whole, in
+    end-date order. When an overlap does not match, the range is read again by keyset (`replaced`).
+    """
+
+    lo: datetime
+    hi: datetime
+    tick: TickContext
+    page_len: int
+    total: int
+    pages: list[TiePage] = field(default_factory=list)
+    runs: list[DagRun] = field(default_factory=list)
+    complete: bool = False
+    #: An overlap did not match: this span delivers nothing and a keyset `TimeSpan` over it follows it.
+    replaced: bool = False
+    error: Exception | None = None
+    _next_index: int = 0
+    _arrived: dict[int, TiePage] = field(default_factory=dict)
+
+    def next_request(self) -> PageRequest | None:
+        if self.complete or self.replaced or self.error is not None:
+            return None
+        offset = chained_offset(0, self._next_index, self.page_len)
+        if self._next_index > 0 and not chained_page_needed(offset, self.total, self.page_len):
+            return None
+        index = self._next_index
+        self._next_index += 1
+        return PageRequest(
+            end_date_gte=self.lo,
+            end_date_lte=self.hi - ONE_MICROSECOND,
+            order_by="id",
+            offset=offset,
+            limit=self.page_len,
+            index=index,
+        )
+
+    def accept(self, request: PageRequest, page: RunsPage) -> list[Span]:
+        if self.complete or self.replaced:
+            return []  # a page still in flight when the range was settled
+        runs = tuple(r for r in page.runs if r.end_date is not None and self.lo <= r.end_date < self.hi)
+        self.total = max(self.total, page.total_entries)
+        self._arrived[request.index] = TiePage(request.offset, runs, page.total_entries, request.limit or 0)
+        outcome = chain_pages(self.pages, self._arrived, self.page_len)
+        if outcome == "complete":
+            self.complete = True
+            for index, verified in enumerate(self.pages):
+                # A page after the first starts with the run the one before ended with.
+                self.runs.extend(verified.runs[1:] if index and self.page_len > 1 else verified.runs)
+            self.runs.sort(key=lambda r: r.end_date or self.lo)
+        elif outcome == "broken":
+            self.replaced = True
+            keyset = TimeSpan(self.lo, self.hi, self.tick)
+            keyset.may_range = False
+            return [keyset]
+        return []
 
 
 @dataclass(eq=False)
@@ -207,6 +349,8 @@ class TieSpan(Span):
     broken: bool = False
     error: Exception | None = None
     total: int = 0
+    #: How many of `pages` the poller has delivered.
+    delivered_pages: int = 0
     _mode: Literal["count", "first", "rest"] = "first"
     _anchor: str | None = None
     _first_offset: int = 0
@@ -259,11 +403,8 @@ class TieSpan(Span):
             self._in_flight.add(0)
             return self._request(self._first_offset, limit=None, index=0)
         # Pages after the first are independent: as many go out as the poller allows, up to the group's size.
-        if self._page_len > 1:
-            offset = self._base + (self._next_index - 1) * (self._page_len - 1)
-        else:
-            offset = self._base + self._next_index
-        if offset >= self.total:
+        offset = chained_offset(self._base, self._next_index, self._page_len)
+        if not chained_page_needed(offset, self.total, self._page_len):
             return None
         index = self._next_index
         self._next_index += 1
@@ -310,27 +451,14 @@ class TieSpan(Span):
         # The server's page size (api.maximum_page_limit may be below what we ask for). A page of one run
         # cannot overlap the next, so with such a server pages follow each other unchecked.
         self._page_len = len(page.runs)
-        self._base = request.offset + len(page.runs) - 1
+        self._base = request.offset
         self._mode = "rest"
 
     def _verify(self) -> None:
-        """Append arrived pages in order while each one starts with the run the previous one ended with."""
-        while not self.done:
-            index = len(self.pages)
-            page = self._arrived.pop(index, None)
-            if page is None:
-                return
-            previous = self.pages[-1]
-            if not page.runs:
-                # The group ended before this page (runs deleted meanwhile, or its size was overestimated).
-                if previous.offset + len(previous.runs) < page.total:
-                    self.broken = True
-                else:
-                    self.complete = True
-                return
-            if self._page_len > 1 and run_digest(page.runs[0]) != run_digest(previous.runs[-1]):
-                self.broken = True
-                return
-            self.pages.append(page)
-            if len(page.runs) < page.requested or page.offset + len(page.runs) >= page.total:
-                self.complete = True
+        if self.done:
+            return
+        outcome = chain_pages(self.pages, self._arrived, self._page_len)
+        if outcome == "complete":
+            self.complete = True
+        elif outcome == "broken":
+            self.broken = True
