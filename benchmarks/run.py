@@ -476,7 +476,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
             plans=TINY_PLANS,
         )  # fmt: skip
     return Settings(
-        tiny=False, load_repeats=5, airlift_load_repeats=3, sensor_repeats=3, idle_ticks=5,
+        tiny=False, load_repeats=5, airlift_load_repeats=3, sensor_repeats=5, idle_ticks=5,
         latency_samples=20, airlift_cap_s=args.airlift_cap or 600, airpeer_cap_s=900, store_limit=2000,
         plans=FULL_PLANS,
     )  # fmt: skip
