@@ -105,6 +105,8 @@ class Comparison:
     unexpected: list[Completion] = field(default_factory=list)
     max_delay_seconds: float | None = None
     worst: Completion | None = None
+    #: When Dagster stored each completion's first event (seconds since the epoch).
+    first_stored: dict[Completion, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -136,6 +138,7 @@ def compare(
         if event.completion not in first_stored or event.stored_at < first_stored[event.completion]:
             first_stored[event.completion] = event.stored_at
     result = Comparison(completions=len(wanted), runs=len({(d, r) for d, r, _ in wanted}), events=len(events))
+    result.first_stored = first_stored
     result.lost = sorted(c for c in wanted if primary[c] == 0)
     result.doubled = sorted(c for c in set(primary) | set(passing) if primary[c] > 1 or passing[c] > 1)
     result.unexpected = sorted(c for c in set(primary) | set(passing) if c not in wanted)
