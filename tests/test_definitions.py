@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -133,12 +133,19 @@ def test_two_dags_on_one_key_is_an_error(down: AirflowInstance, tmp_path: Path) 
         ({"sensor_minimum_interval_seconds": 0}, "sensor_minimum_interval_seconds"),
         ({"tick_time_budget_seconds": 90}, "tick_time_budget_seconds"),
         ({"max_runs_per_tick": 0}, "max_runs_per_tick"),
+        ({"max_parallel_requests": 0}, "max_parallel_requests"),
+        ({"late_commit_window": timedelta(minutes=-1)}, "late_commit_window"),
+        # Wrong types (a value read from an environment variable is a string) name the setting too.
+        ({"max_parallel_requests": "4"}, "max_parallel_requests must be a whole number, got '4'"),
+        ({"max_runs_per_tick": True}, "max_runs_per_tick"),
+        ({"lookback": 3600}, "lookback must be a datetime.timedelta"),
+        ({"tick_time_budget_seconds": "8"}, "tick_time_budget_seconds must be a number of seconds"),
     ],
 )
 def test_bad_settings_name_the_setting(
-    down: AirflowInstance, tmp_path: Path, kwargs: dict[str, int], named: str
+    down: AirflowInstance, tmp_path: Path, kwargs: dict[str, object], named: str
 ) -> None:
-    with pytest.raises(ValueError, match=named):
+    with pytest.raises((ValueError, TypeError), match=named):
         build_defs_from_airflow_instance(airflow_instance=down, snapshot_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
 
 

@@ -39,6 +39,27 @@ class SensorSettings:
     max_parallel_requests: int = 4
 
     def __post_init__(self) -> None:
+        # Types first: a setting read from an environment variable arrives as a string, and comparing it
+        # would fail with an error that names neither the setting nor what it should be.
+        for name, value, kind, expected in (
+            (
+                "sensor_minimum_interval_seconds",
+                self.minimum_interval_seconds,
+                int,
+                "a whole number of seconds",
+            ),
+            ("lookback", self.lookback, timedelta, "a datetime.timedelta"),
+            ("late_commit_window", self.late_commit_window, timedelta, "a datetime.timedelta"),
+            ("tick_time_budget_seconds", self.tick_time_budget_seconds, (int, float), "a number of seconds"),
+            ("max_runs_per_tick", self.max_runs_per_tick, int, "a whole number"),
+            ("max_parallel_requests", self.max_parallel_requests, int, "a whole number"),
+        ):
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+        if self.late_commit_window < timedelta(0):
+            raise ValueError(
+                f"late_commit_window must be a non-negative timedelta, got {self.late_commit_window!r}"
+            )
         if self.minimum_interval_seconds < 1:
             raise ValueError(
                 f"sensor_minimum_interval_seconds must be >= 1, got {self.minimum_interval_seconds}"
