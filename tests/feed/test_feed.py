@@ -390,20 +390,30 @@ def test_outage_during_concurrent_pages_loses_and_doubles_nothing(fail_after: in
     af = FakeAirflow(now=T0 + timedelta(minutes=3), page_cap=10)
     for i in range(95):
         af.add("a", f"r{i:03}", T0 + timedelta(seconds=i))
-    feed = _feed(af, page_size=10)
-    state = FeedState.initial(af.now, timedelta(hours=1))
+    _assert_outage_loses_and_doubles_nothing(
+        af, _feed(af, page_size=10), FeedState.initial(af.now, timedelta(hours=1)), fail_after, 95
+    )
+
+
+def _assert_outage_loses_and_doubles_nothing(
+    af: FakeAirflow, feed: CompletionFeed, state: FeedState, fail_after: int, count: int
+) -> None:
+    """Airflow stops answering after `fail_after` requests of a tick; the ticks after it deliver the rest."""
     af.fail_after = fail_after
+    delivered: list[DagRun] = []
     try:
-        result = feed.poll(state)
+        result = feed.poll(state, on_completions=delivered.extend)
     except AirflowConnectionError:
         first, after = [], state
+        assert delivered == []
     else:
         first, after = result.completions, result.state
+        assert delivered == first
         assert [r.run_id for r in first] == sorted(r.run_id for r in first)  # a prefix, in end-date order
     af.fail_after = None
     rest, _ = _drain(feed, after)
     ids = _ids(first + rest)
-    assert len(ids) == len(set(ids)) == 95
+    assert len(ids) == len(set(ids)) == count
 
 
 def test_cursor_round_trip_and_garbage() -> None:
@@ -619,23 +629,9 @@ def test_runs_changed_in_a_range_while_it_is_paged_are_delivered_exactly_once(ch
 def test_outage_while_ranges_are_read_loses_and_doubles_nothing(fail_after: int) -> None:
     af = FakeAirflow(now=T0 + timedelta(minutes=20), page_cap=10)
     _spread(af, 95, timedelta(seconds=10))
-    feed = _feed(af, page_size=10)
-    state = FeedState.initial(af.now, timedelta(minutes=20))
-    af.fail_after = fail_after
-    delivered: list[DagRun] = []
-    try:
-        result = feed.poll(state, on_completions=delivered.extend)
-    except AirflowConnectionError:
-        first, after = [], state
-        assert delivered == []
-    else:
-        first, after = result.completions, result.state
-        assert delivered == first
-        assert [r.run_id for r in first] == sorted(r.run_id for r in first)  # a prefix, in end-date order
-    af.fail_after = None
-    rest, _ = _drain(feed, after)
-    ids = _ids(first + rest)
-    assert len(ids) == len(set(ids)) == 95
+    _assert_outage_loses_and_doubles_nothing(
+        af, _feed(af, page_size=10), FeedState.initial(af.now, timedelta(minutes=20)), fail_after, 95
+    )
 
 
 def test_tied_runs_are_handed_over_page_by_page_as_their_pages_are_verified() -> None:
