@@ -216,6 +216,7 @@ def summarize_ticks(ticks: list[dict[str, Any]]) -> dict[str, Any]:
         "max_tick_s": max(walls) if walls else 0.0,
         "cpu_s": sum(t["cpu_s"] for t in ticks),
         "requests": sum(t["requests"] for t in ticks),
+        "tick_requests": [t["requests"] for t in ticks],
         "endpoints": dict(endpoints),
         "events": sum(t["events"] for t in ticks),
         "tick_walls": walls,
