@@ -1,6 +1,6 @@
 # Benchmarks (benchmarks/): airpeer vs dagster-airlift against a real Airflow 2.11 and 3.3.
 #
-#   make bench        every case at full size (about 40 minutes; dagster-airlift is capped per case), writes
+#   make bench        every case at full size (about 30-35 minutes; dagster-airlift is capped per case), writes
 #                     BENCHMARKS.md at the repository root; raw figures and logs in .work/bench
 #   make bench-tiny   the same harness at tiny size (N=5, K=30; 3-5 minutes), report in .work/bench-tiny
 #
