@@ -7,6 +7,7 @@ The snapshot holds only DAG metadata: never a credential.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -55,18 +56,61 @@ def snapshot_path(snapshot_dir: Path, instance_name: str) -> Path:
 
 
 def read_snapshot(path: Path) -> AirflowSnapshot | None:
-    """The stored snapshot, or None if there is none or it cannot be read (it is then ignored, with a log)."""
+    """The stored snapshot, or None if there is none or it cannot be used (it is then ignored, with a log)."""
+    snapshot, problem = _read_snapshot(path)
+    if problem is not None:
+        dg.get_dagster_logger().warning(f"airpeer: ignoring the snapshot {path}: {problem}")
+    return snapshot
+
+
+def _read_snapshot(path: Path) -> tuple[AirflowSnapshot | None, str | None]:
+    """(the stored snapshot, None), (None, None) when there is no file, or (None, why it cannot be used)."""
+    fix = "delete it or fix the file; the next load while Airflow is up writes a new one"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return None
-    try:
-        return AirflowSnapshot.model_validate_json(text)
-    except ValidationError as exc:
-        dg.get_dagster_logger().warning(
-            f"airpeer: ignoring unreadable snapshot {path}: {exc.error_count()} errors"
+        return None, None
+    except UnicodeDecodeError:
+        return None, f"it is not UTF-8 text; {fix}."
+    except OSError as exc:
+        # PermissionError, a directory in its place, a path under a regular file, an I/O error.
+        return None, (
+            f"it cannot be read ({type(exc).__name__}: {exc.strerror or exc}); make it a file readable by "
+            f"this process, or set `snapshot_dir` to a directory it can read and write."
         )
-        return None
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        return None, f"it is not valid JSON ({exc}); {fix}."
+    found = raw.get("format") if isinstance(raw, dict) else None
+    if found != SNAPSHOT_FORMAT:
+        # Checked before the fields: another format may name them differently.
+        return None, (
+            f"it has snapshot format {found!r}, this airpeer reads format {SNAPSHOT_FORMAT} (written by another "
+            f"version of dagster-airpeer?); {fix}."
+        )
+    try:
+        return AirflowSnapshot.model_validate(raw), None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the top level"
+        return None, f"{exc.error_count()} invalid field(s), first at {where}: {first['msg']}; {fix}."
+
+
+def store_snapshot(path: Path, snapshot: AirflowSnapshot) -> bool:
+    """Keep `snapshot` at `path` as the last good one; True if stored. A failed write is logged, never raised:
+    the fresh snapshot still serves this load, only a later load while Airflow is down lacks the fallback."""
+    try:
+        write_atomically(path, snapshot.model_dump_json())
+    except OSError as exc:
+        dg.get_dagster_logger().warning(
+            f"airpeer: cannot store the snapshot of Airflow instance '{snapshot.instance_name}' at {path} "
+            f"({type(exc).__name__}: {exc.strerror or exc}). This load goes on with the fresh snapshot, but a "
+            f"load while Airflow is down will have nothing to fall back on. Make {path.parent} writable, or "
+            f"pass `snapshot_dir=` (build_defs_from_airflow_instance) a writable directory."
+        )
+        return False
+    return True
 
 
 def fetch_snapshot(
@@ -110,12 +154,19 @@ def load_snapshot(
     try:
         snapshot = fetch_snapshot(instance, sources_for=sources_for)
     except (AirflowConnectionError, AirflowVersionError) as exc:
-        stored = read_snapshot(path)
-        if stored is None or stored.webserver_url != instance.webserver_url:
+        stored, problem = _read_snapshot(path)
+        if stored is not None and stored.webserver_url != instance.webserver_url:
+            problem = f"it is of another Airflow ({stored.webserver_url})."
+            stored = None
+        if stored is None:
+            earlier = (
+                f"The earlier snapshot at {path} cannot be used: {problem}"
+                if problem is not None
+                else f"No earlier snapshot exists at {path} to fall back on."
+            )
             raise SnapshotUnavailableError(
-                f"airpeer cannot build definitions for Airflow instance '{instance.name}': {exc} "
-                f"No earlier snapshot exists at {path} to fall back on. Start Airflow (or fix "
-                f"`webserver_url`) and reload the code location."
+                f"airpeer cannot build definitions for Airflow instance '{instance.name}': {exc} {earlier} "
+                f"Start Airflow (or fix `webserver_url`) and reload the code location."
             ) from exc
         dg.get_dagster_logger().warning(
             f"airpeer: Airflow instance '{instance.name}' is unreachable ({exc}); using the last good snapshot "
@@ -125,5 +176,5 @@ def load_snapshot(
         return stored
     except AirflowConfigError:
         raise
-    write_atomically(path, snapshot.model_dump_json())
+    store_snapshot(path, snapshot)
     return snapshot
