@@ -11,7 +11,7 @@ import httpx
 import pytest
 from airflow_fakes import FakeAirflow, dag_v1, dag_v2, json_response, make_instance
 
-from dagster_airpeer.airflow import AirflowInstance, Dag
+from dagster_airpeer.airflow import AirflowBasicAuthBackend, AirflowInstance, AirflowResponseError, Dag
 from dagster_airpeer.airflow.sources import DagSourceCache
 
 
@@ -250,3 +250,59 @@ def test_no_dags_no_requests(tmp_path: Path) -> None:
     seen = len(af.fake.requests)
     assert DagSourceCache(tmp_path / "c.json").get_sources(instance, []) == {}
     assert len(af.fake.requests) == seen
+
+
+# -- DAGs whose source is not served ------------------------------------------------------------------------------
+
+
+def test_v2_a_dag_deleted_or_forbidden_after_the_listing_has_no_source(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    af = Airflow3(["a", "gone", "secret"])
+    af.fake.add("GET", "/api/v2/dagSources/gone", lambda r: json_response(404, {"detail": "DAG not found"}))
+    af.fake.add("GET", "/api/v2/dagSources/secret", lambda r: json_response(403, {"detail": "Forbidden"}))
+    path = tmp_path / "cache.json"
+    with caplog.at_level(logging.WARNING, logger="dagster_airpeer.airflow.sources"):
+        sources, _ = _load(make_instance(af.fake), path)
+    assert sources == {"a": "# a version 1\n"}
+    [warning] = [r.getMessage() for r in caplog.records if "did not serve the source" in r.getMessage()]
+    assert "2 DAG(s)" in warning and "'gone'" in warning and "'secret'" in warning
+    assert set(json.loads(path.read_text())["entries"]) == {"a"}
+
+    # Nothing stored for them: the next load asks again (the DAG may be back).
+    def asked() -> list[str]:
+        return [r.url.path.rsplit("/", 1)[1] for r in af.fake.requests if "/dagSources/" in r.url.path]
+
+    before = asked()
+    _load(make_instance(af.fake), path)
+    assert sorted(set(asked()[len(before) :])) == ["gone", "secret"]
+
+
+def test_v1_a_deleted_file_or_dag_has_no_source(tmp_path: Path) -> None:
+    af = Airflow2({"a.py": ["a"], "gone.py": ["g1", "g2"]})
+    af.fake.add(
+        "GET", "/api/v1/dagSources/token-gone.py", lambda r: json_response(404, {"title": "Not Found"})
+    )
+    instance = make_instance(af.fake)
+    # A DAG listed without a file token is looked up first; that lookup answers 404 too.
+    vanished = Dag(dag_id="vanished")
+    sources = DagSourceCache(tmp_path / "cache.json").get_sources(instance, [*instance.list_dags(), vanished])
+    assert sources == {"a": "# source of a.py\n"}
+
+
+def test_other_errors_still_fail_the_load(tmp_path: Path) -> None:
+    af = Airflow3(["a"])
+    af.fake.add("GET", "/api/v2/dagSources/a", lambda r: json_response(200, {"content": 5}))
+    with pytest.raises(AirflowResponseError):
+        _load(make_instance(af.fake), tmp_path / "cache.json")
+
+
+@pytest.mark.timeout(600)
+def test_real_airflow_a_vanished_dag_has_no_source(airflow: Any, tmp_path: Path) -> None:
+    backend = AirflowBasicAuthBackend(airflow.url, airflow.username, airflow.password)
+    with AirflowInstance(backend, name=f"src_af{airflow.major}") as instance:
+        ok = instance.get_dag("airpeer_ok")
+        # Listed a moment ago, gone now: what Airflow answers for a DAG deleted between list and fetch.
+        vanished = Dag(dag_id="airpeer_vanished_between_list_and_fetch")
+        sources = DagSourceCache(tmp_path / "cache.json").get_sources(instance, [ok, vanished])
+    assert set(sources) == {"airpeer_ok"} and 'dag_id="airpeer_ok"' in sources["airpeer_ok"]

@@ -26,14 +26,16 @@ No dagster import here: this module belongs to the Airflow client.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ._files import write_atomically
-from .errors import AirflowError
+from .errors import AirflowAuthError, AirflowError, AirflowNotFoundError
 from .instance import AirflowInstance
 from .models import Dag, DagVersion
 
@@ -77,7 +79,11 @@ class DagSourceCache:
         self.last_stats: dict[str, int] = {}
 
     def get_sources(self, instance: AirflowInstance, dags: Sequence[Dag]) -> dict[str, str]:
-        """The source of each DAG: {dag_id: source}, from the cache when provably unchanged."""
+        """The source of each DAG: {dag_id: source}, from the cache when provably unchanged.
+
+        A DAG whose source Airflow does not serve (404: deleted since it was listed; 403: this user may not
+        read it) is left out, with a warning naming it: it has no source, and the load goes on.
+        """
         if not dags:
             self.last_stats = {"cached": 0, "fetched": 0, "source_requests": 0}
             return {}
@@ -105,7 +111,7 @@ class DagSourceCache:
                 len(dags) - len(stale), instance.name, len(stale), requests,
             )  # fmt: skip
         self._write(instance, dags, fingerprints, sources, stored)
-        return {dag.dag_id: sources[dag.dag_id] for dag in dags}
+        return {dag.dag_id: sources[dag.dag_id] for dag in dags if dag.dag_id in sources}
 
     # -- fingerprints ---------------------------------------------------------------------------------------
 
@@ -133,7 +139,9 @@ class DagSourceCache:
     # -- fetching -------------------------------------------------------------------------------------------
 
     def _fetch(self, instance: AirflowInstance, dags: Sequence[Dag]) -> tuple[dict[str, str], int]:
-        """Fetch the sources of `dags` concurrently; on Airflow 2 once per file. Returns (sources, requests)."""
+        """Fetch the sources of `dags` concurrently; on Airflow 2 once per file. Returns (sources, requests).
+
+        DAGs whose source is not served are missing from the result (see `get_sources`)."""
         if not dags:
             return {}, 0
         if instance.api_version == "v1":
@@ -142,10 +150,43 @@ class DagSourceCache:
             for dag in dags:
                 by_file.setdefault(dag.file_token or f"dag:{dag.dag_id}", []).append(dag)
             leaders = [group[0] for group in by_file.values()]
-            fetched = instance.get_dag_sources(leaders, max_workers=self.max_workers)
-            sources = {dag.dag_id: fetched[group[0].dag_id] for group in by_file.values() for dag in group}
+            fetched = self._fetch_each(instance, leaders)
+            sources = {
+                dag.dag_id: fetched[group[0].dag_id]
+                for group in by_file.values()
+                if group[0].dag_id in fetched
+                for dag in group
+            }
             return sources, len(leaders)
-        return instance.get_dag_sources(dags, max_workers=self.max_workers), len(dags)
+        return self._fetch_each(instance, dags), len(dags)
+
+    def _fetch_each(self, instance: AirflowInstance, dags: Sequence[Dag]) -> dict[str, str]:
+        """One request per DAG over the pooled connections; a 404 or 403 drops that DAG, not the load."""
+        instance.api_version  # noqa: B018 - detect once here rather than racing in the workers
+
+        def one(dag: Dag) -> str | AirflowError:
+            try:
+                return instance.get_dag_source(dag)
+            except (AirflowNotFoundError, AirflowAuthError) as exc:
+                # Deleted between the listing and this request, or not readable by this user. Credentials
+                # refused for good would have failed the listing just before.
+                return exc
+
+        workers = max(1, min(self.max_workers, len(dags)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="airpeer-sources") as pool:
+            # Each task runs in a copy of our context so that a deadline() around this call holds there too.
+            futures = [(dag.dag_id, pool.submit(contextvars.copy_context().run, one, dag)) for dag in dags]
+            answers = {dag_id: future.result() for dag_id, future in futures}
+        missing = {dag_id: a for dag_id, a in answers.items() if isinstance(a, AirflowError)}
+        if missing:
+            first_id, first = next(iter(missing.items()))
+            shown = ", ".join(repr(d) for d in list(missing)[:10]) + (", ..." if len(missing) > 10 else "")
+            log.warning(
+                "airpeer: Airflow instance '%s' did not serve the source of %d DAG(s), shown without source: "
+                "%s (deleted since they were listed, or not readable by this user; %r: %s)",
+                instance.name, len(missing), shown, first_id, first,
+            )  # fmt: skip
+        return {dag_id: a for dag_id, a in answers.items() if isinstance(a, str)}
 
     # -- the file -------------------------------------------------------------------------------------------
 
@@ -188,7 +229,7 @@ class DagSourceCache:
         entries = {
             dag.dag_id: _Entry(fingerprint=fingerprints[dag.dag_id], source=sources[dag.dag_id])
             for dag in dags
-            if dag.dag_id in fingerprints
+            if dag.dag_id in fingerprints and dag.dag_id in sources
         }
         unchanged = entries.keys() == stored.keys() and all(
             stored[k].fingerprint == e.fingerprint for k, e in entries.items()
