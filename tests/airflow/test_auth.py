@@ -14,6 +14,7 @@ from dagster_airpeer.airflow import (
     AirflowAuthError,
     AirflowBasicAuthBackend,
     AirflowConfigError,
+    AirflowConnectionError,
     AirflowInstance,
     AirflowTokenAuthBackend,
 )
@@ -406,3 +407,103 @@ def test_token_expiry_margin_uses_wall_clock(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr("dagster_airpeer.airflow.auth.time.time", lambda: later)
     instance.get_dag("a")
     assert fake.logins == 2
+
+
+# -- no lock across a login (#13.9) -------------------------------------------------------------------------------
+
+
+def _blocking_login(fake: FakeAirflow, method: str, path: str) -> tuple[threading.Event, threading.Event]:
+    """Make the login route wait: returns (started, release)."""
+    started, release = threading.Event(), threading.Event()
+    original = fake.routes[(method, path)]
+
+    def blocking(request: httpx.Request) -> httpx.Response:
+        started.set()
+        assert release.wait(30), "the test never released the login"
+        return original(request)
+
+    fake.add(method, path, blocking)
+    return started, release
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_no_lock_is_held_while_a_login_is_in_flight(version: str) -> None:
+    """While the login request is on the wire, the backend stays usable from other threads."""
+    if version == "v2":
+        fake = _v2_with_dag()
+        started, release = _blocking_login(fake, "POST", "/auth/token")
+    else:
+        fake = _v1_with_dag(ui_login=True)
+        started, release = _blocking_login(fake, "POST", "/login/")
+    instance = make_instance(fake)
+    backend = instance.auth_backend
+    assert isinstance(backend, AirflowBasicAuthBackend)
+    if version == "v1":
+        instance.get_dag("a")  # basic auth works: the next call logs in through the form
+    with ThreadPoolExecutor(2) as pool:
+        call = pool.submit(instance.get_dag, "a")
+        assert started.wait(30)
+        # Anything that takes the backend's lock (here: reading the username) must not wait for the login.
+        other = pool.submit(backend.describe_principal)
+        try:
+            assert other.result(timeout=10) == "user 'admin'"
+        finally:
+            release.set()
+        assert call.result(timeout=30).dag_id == "a"
+    assert (fake.logins if version == "v2" else fake.form_logins) == 1
+
+
+def test_login_cut_off_lets_another_request_log_in() -> None:
+    """A login whose connection breaks ends at once; a request that waited for it logs in itself."""
+    fake = _v2_with_dag()
+    original = fake.routes[("POST", "/auth/token")]
+    first_started, waiter_started = threading.Event(), threading.Event()
+    calls = {"n": 0}
+
+    def cut_first(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            first_started.set()
+            assert waiter_started.wait(30)
+            raise httpx.ConnectError("connection reset", request=request)
+        return original(request)
+
+    fake.add("POST", "/auth/token", cut_first)
+    instance = make_instance(fake, max_retries=0)
+
+    def waiter() -> str:
+        waiter_started.set()
+        return instance.get_dag("a").dag_id
+
+    with ThreadPoolExecutor(2) as pool:
+        failing = pool.submit(instance.get_dag, "a")
+        assert first_started.wait(30)
+        second = pool.submit(waiter)
+        assert second.result(timeout=30) == "a"
+        with pytest.raises(AirflowConnectionError):
+            failing.result(timeout=30)
+    assert calls["n"] == 2  # the cut login, then the waiting request's own
+
+
+def test_a_login_flow_dropped_without_closing_does_not_block_others() -> None:
+    """A caller that abandons the flow mid-login (never closes the generator) blocks nobody for good: the
+    others wait at most their own request's time limit for that login, then log in themselves."""
+    fake = _v2_with_dag()
+    backend = AirflowBasicAuthBackend(URL, "admin", PASSWORD)
+    short = {"timeout": httpx.Timeout(0.2).as_dict()}
+    dropped = backend.sync_auth_flow(httpx.Request("GET", f"{URL}/api/v2/dags/a", extensions=short))
+    login = next(dropped)
+    assert login.url.path == "/auth/token"  # the login is "in flight" and stays so
+
+    def other() -> int:
+        with httpx.Client(transport=fake.transport()) as client:
+            request = client.build_request("GET", f"{URL}/api/v2/dags/a", extensions=short)
+            return client.send(request, auth=backend).status_code
+
+    pool = ThreadPoolExecutor(1)
+    try:
+        assert pool.submit(other).result(timeout=30) == 200
+    finally:
+        dropped.close()
+        pool.shutdown()
+    assert fake.logins == 1

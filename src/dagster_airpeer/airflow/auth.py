@@ -16,7 +16,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator
+from contextlib import contextmanager
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -47,6 +48,31 @@ _MAX_UI_LOGINS = 3
 #: After Airflow 2's login form answered 429 (5 logins per 40 s per client by default), wait this long before
 #: trying it again; basic auth carries on meanwhile.
 _LOGIN_RATE_LIMIT_BACKOFF_SECONDS = 60.0
+
+
+#: How long a request waits for a login another request started when its own request carries no time limit.
+#: A waiting request takes the login over after its own time limit: a login whose flow was dropped without
+#: being closed (the caller vanished) then holds nobody up for good.
+_DEFAULT_LOGIN_WAIT_SECONDS = 60.0
+
+
+class _Login:
+    """One login in flight. The requests that need a login meanwhile wait for it instead of logging in too
+    (single flight); no lock is held while the login request is on the wire."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+def _login_wait_seconds(request: httpx.Request) -> float:
+    """How long `request` may wait for someone else's login: the sum of its own time limits (a login is one
+    request like it), or a minute when it has none."""
+    timeout = request.extensions.get("timeout")
+    if isinstance(timeout, dict):
+        limits = [v for v in timeout.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if limits:
+            return float(sum(limits))
+    return _DEFAULT_LOGIN_WAIT_SECONDS
 
 
 @runtime_checkable
@@ -142,10 +168,12 @@ class AirflowAuthBackend(httpx.Auth):
 
     A backend is an `httpx.Auth`: subclasses implement `auth_flow(request)`, a generator that adds
     credentials to the request, yields it, may inspect the response and yield further requests (a login,
-    a retry with fresh credentials). It is applied to every REST call of an `AirflowInstance` except the
-    health checks used to detect the API version. Implementations must be thread-safe: one backend serves
-    concurrent requests. Raise `AirflowAuthError` when Airflow refuses the credentials for good; never put a
-    secret in the message.
+    a retry with fresh credentials). A flow that takes locks must not hold them across a `yield` (the
+    request is then on the wire, and a flow whose request fails is only closed, never resumed): override
+    `sync_auth_flow` as httpx advises for flows that use concurrency primitives. A backend is applied to
+    every REST call of an `AirflowInstance` except the health checks used to detect the API version.
+    Implementations must be thread-safe: one backend serves concurrent requests. Raise `AirflowAuthError`
+    when Airflow refuses the credentials for good; never put a secret in the message.
 
     `webserver_url` is the base URL of the Airflow webserver (Airflow 2) or API server (Airflow 3), for
     example `http://localhost:8080`; a trailing slash is removed.
@@ -244,9 +272,12 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
         self._username_setting = username
         self._password_setting = password
         self._credentials: tuple[str, str] | None = None
-        # Guards the credentials, the token and the cookie; renewals happen under it, so that concurrent
-        # requests that find the token expired log in once, not once each.
+        # Guards the credentials, the token, the cookie and the logins in flight. Held only to read or swap
+        # them, never across a request: a login is sent without it, and concurrent requests that need one
+        # wait for the login in flight (`_token_login`, `_ui_login_flight`) instead of logging in each.
         self._lock = threading.RLock()
+        self._token_login: _Login | None = None
+        self._ui_login_flight: _Login | None = None
         self._token: str | None = None
         self._token_expiry: float | None = None
         #: The last refused login at /auth/token: the stale token it was to replace, when, and the error.
@@ -299,6 +330,33 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
 
     # -- flows ----------------------------------------------------------------------------------------------
 
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """The flow httpx's `Client` runs. Overridden (httpx's advice for flows that use locks) to say that
+        this flow keeps no lock across a request: logins are sent unlocked, as single flights."""
+        flow = self.auth_flow(request)
+        try:
+            outgoing = next(flow)
+            while True:
+                response = yield outgoing
+                response.read()  # the login answers are parsed; refusals are inspected
+                try:
+                    outgoing = flow.send(response)
+                except StopIteration:
+                    return
+        except StopIteration:
+            return
+        finally:
+            flow.close()
+
+    async def async_auth_flow(  # pragma: no cover - airpeer only uses httpx.Client
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        raise NotImplementedError(
+            f"{type(self).__name__} serves httpx.Client only: waiting for another request's login would block "
+            "an event loop."
+        )
+        yield request  # an async generator, as httpx expects
+
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         version = self.api_version_of(request)
         if version == "v2":
@@ -348,60 +406,102 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
         if response.status_code in _REFUSED:
             raise self._refused(request, response, "a freshly issued token")
 
+    @contextmanager
+    def _landing(self, login: _Login, slot: str) -> Iterator[None]:
+        """End the login `login` however its flow ends (answer, error, or a flow closed mid-request)."""
+        try:
+            yield
+        finally:
+            with self._lock:
+                if getattr(self, slot) is login:
+                    setattr(self, slot, None)
+            login.done.set()
+
+    def _join_or_lead(self, slot: str) -> tuple[_Login, bool]:
+        """Under the lock: the login in flight in `slot` and False (wait for it), or a new login put in the
+        slot and True (this request sends it)."""
+        login: _Login | None = getattr(self, slot)
+        if login is not None:
+            return login, False
+        login = _Login()
+        setattr(self, slot, login)
+        return login, True
+
+    def _wait_for(self, login: _Login, slot: str, request: httpx.Request) -> None:
+        """Wait (unlocked) for another request's login; after this request's own time limit, stop waiting
+        and let the next check lead a login of its own."""
+        if not login.done.wait(_login_wait_seconds(request)):
+            with self._lock:
+                if getattr(self, slot) is login:
+                    setattr(self, slot, None)
+
     def _renew_token(
         self, request: httpx.Request, stale: str | None, started: float
     ) -> Generator[httpx.Request, httpx.Response, str | None]:
-        """Log in at /auth/token unless another thread already replaced `stale`; return the new token.
+        """A token other than `stale`: one another request just obtained, or one from a login at
+        /auth/token. Concurrent requests share one login (and its refusal); none holds the lock while the
+        login is on the wire.
 
         Returns None when the login endpoint answered with a transient failure (5xx, 429): the flow then
         ends with that response, which the instance's retry policy handles.
         """
-        with self._lock:
-            current = self._valid_token()
-            if current is not None and current != stale:
-                return current
-            refusal = self._refusal
-            if refusal is not None and refusal[0] == stale and refusal[1] >= started:
-                raise AirflowAuthError(refusal[2])
-            username, password = self._get_credentials()
-            login = httpx.Request(
-                "POST",
-                f"{self.webserver_url}/auth/token",
-                json={"username": username, "password": password},
-                headers={"Accept": "application/json"},
-                # Same time limits as the request it serves (a request without them waits forever).
-                extensions={k: v for k, v in request.extensions.items() if k == "timeout"},
+        while True:
+            with self._lock:
+                current = self._valid_token()
+                if current is not None and current != stale:
+                    return current
+                refusal = self._refusal
+                if refusal is not None and refusal[0] == stale and refusal[1] >= started:
+                    raise AirflowAuthError(refusal[2])
+                login, lead = self._join_or_lead("_token_login")
+                if lead:
+                    username, password = self._get_credentials()
+                    self.token_requests += 1
+            if not lead:
+                self._wait_for(login, "_token_login", request)
+                continue  # the token it brought, its refusal, or (after a transient failure) our own login
+            with self._landing(login, "_token_login"):
+                response = yield httpx.Request(
+                    "POST",
+                    f"{self.webserver_url}/auth/token",
+                    json={"username": username, "password": password},
+                    headers={"Accept": "application/json"},
+                    # Same time limits as the request it serves (a request without them waits forever).
+                    extensions={k: v for k, v in request.extensions.items() if k == "timeout"},
+                )
+                return self._take_token(response, username, stale)
+
+    def _take_token(self, response: httpx.Response, username: str, stale: str | None) -> str | None:
+        if response.status_code >= 500 or response.status_code == 429:
+            return None
+        if response.status_code in (*_REFUSED, 400, 422):
+            message = (
+                f"Airflow at {self.webserver_url} refused the login of user {username!r} at /auth/token "
+                f"(HTTP {response.status_code}). Check the username and password given to airpeer."
             )
-            self.token_requests += 1
-            response = yield login
-            if response.status_code >= 500 or response.status_code == 429:
-                return None
-            if response.status_code in (*_REFUSED, 400, 422):
-                message = (
-                    f"Airflow at {self.webserver_url} refused the login of user {username!r} at /auth/token "
-                    f"(HTTP {response.status_code}). Check the username and password given to airpeer."
-                )
+            with self._lock:
                 self._refusal = (stale, time.monotonic(), message)
-                raise AirflowAuthError(message)
-            if response.status_code not in (200, 201):
-                raise AirflowAuthError(
-                    f"Airflow at {self.webserver_url} answered HTTP {response.status_code} to the login of "
-                    f"user {username!r} at /auth/token; expected 201 with an access token."
-                )
-            try:
-                body: Any = response.json()
-            except ValueError:
-                body = None
-            token = body.get("access_token") if isinstance(body, dict) else None
-            if not isinstance(token, str) or not token:
-                raise AirflowAuthError(
-                    f"Airflow at {self.webserver_url} answered the login of user {username!r} at /auth/token "
-                    "without an `access_token`."
-                )
+            raise AirflowAuthError(message)
+        if response.status_code not in (200, 201):
+            raise AirflowAuthError(
+                f"Airflow at {self.webserver_url} answered HTTP {response.status_code} to the login of "
+                f"user {username!r} at /auth/token; expected 201 with an access token."
+            )
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise AirflowAuthError(
+                f"Airflow at {self.webserver_url} answered the login of user {username!r} at /auth/token "
+                "without an `access_token`."
+            )
+        with self._lock:
             self._token = token
             self._token_expiry = _jwt_expiry(token)
             self._refusal = None
-            return token
+        return token
 
     # Airflow 2: basic auth, or the session cookie of a UI login.
 
@@ -443,7 +543,7 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
         except httpx.HTTPError as exc:
             logger.debug("%s: no session login ahead of time: %s", self.webserver_url, type(exc).__name__)
         finally:
-            flow.close()  # the login holds the backend's lock until its generator ends
+            flow.close()  # a login cut off mid-way ends here, so that others need not wait for it
 
     def _basic_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         want_login = self._wants_login()
@@ -500,59 +600,72 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
         out a session from the API itself; a session from the UI login is accepted by the API when
         `airflow.api.auth.backend.session` is among `[api] auth_backends`. Anything unexpected (no such
         form, a refused login, an SSO-only UI) turns this off for good and basic auth carries on.
-        Returns the Cookie header to use, or None.
+        Returns the Cookie header to use, or None. Requests that come while a login is in flight wait for
+        it (unlocked) and use its cookie, or basic auth if it brought none.
         """
         with self._lock:
             current = self._cookie_header()
             if current is not None or self._cookie_disabled:
                 return current
-            self._login_attempts += 1
-            timeout = {k: v for k, v in request.extensions.items() if k == "timeout"}
-            login_url = f"{self.webserver_url}/login/"
-            page = yield httpx.Request("GET", login_url, headers={"Accept": "text/html"}, extensions=timeout)
-            if page.status_code == 429:
-                self._back_off_login()
-                return None
-            if page.status_code >= 500:
-                return None  # transient: try again on a later request
-            csrf = _csrf_token(page.text) if page.status_code == 200 else None
-            if csrf is None:
-                self._give_up_login(f"no login form at /login/ (HTTP {page.status_code})")
-                return None
-            pre_session = _cookies_of(page)
-            username, password = self._get_credentials()
-            headers = {"Accept": "text/html"}
-            if pre_session:
-                headers["Cookie"] = _cookie_header(pre_session)
-            form = httpx.Request(
-                "POST",
-                login_url,
-                data={"username": username, "password": password, "csrf_token": csrf},
-                headers=headers,
-                extensions=timeout,
-            )
-            answer = yield form
-            if answer.status_code == 429:
-                # Airflow 2 limits form logins (default 5 per 40 s per client address): never compete with
-                # people logging in; basic auth works meanwhile, and a later request tries again.
-                self._back_off_login()
-                return None
-            if answer.status_code >= 500:
-                return None
-            location = answer.headers.get("location", "")
-            session = {**pre_session, **_cookies_of(answer)}
-            logged_in = (
-                answer.status_code in (302, 303)
-                and "/login" not in location
-                and bool(session)
-                and session != pre_session
-            )
-            if not logged_in:
-                self._give_up_login(f"the login form did not log in (HTTP {answer.status_code})")
-                return None
+            login, lead = self._join_or_lead("_ui_login_flight")
+            if lead:
+                self._login_attempts += 1
+        if not lead:
+            self._wait_for(login, "_ui_login_flight", request)
+            return self._cookie_header()
+        with self._landing(login, "_ui_login_flight"):
+            return (yield from self._ui_login_requests(request))
+
+    def _ui_login_requests(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, str | None]:
+        timeout = {k: v for k, v in request.extensions.items() if k == "timeout"}
+        login_url = f"{self.webserver_url}/login/"
+        page = yield httpx.Request("GET", login_url, headers={"Accept": "text/html"}, extensions=timeout)
+        if page.status_code == 429:
+            self._back_off_login()
+            return None
+        if page.status_code >= 500:
+            return None  # transient: try again on a later request
+        csrf = _csrf_token(page.text) if page.status_code == 200 else None
+        if csrf is None:
+            self._give_up_login(f"no login form at /login/ (HTTP {page.status_code})")
+            return None
+        pre_session = _cookies_of(page)
+        username, password = self._get_credentials()
+        headers = {"Accept": "text/html"}
+        if pre_session:
+            headers["Cookie"] = _cookie_header(pre_session)
+        form = httpx.Request(
+            "POST",
+            login_url,
+            data={"username": username, "password": password, "csrf_token": csrf},
+            headers=headers,
+            extensions=timeout,
+        )
+        answer = yield form
+        if answer.status_code == 429:
+            # Airflow 2 limits form logins (default 5 per 40 s per client address): never compete with
+            # people logging in; basic auth works meanwhile, and a later request tries again.
+            self._back_off_login()
+            return None
+        if answer.status_code >= 500:
+            return None
+        location = answer.headers.get("location", "")
+        session = {**pre_session, **_cookies_of(answer)}
+        logged_in = (
+            answer.status_code in (302, 303)
+            and "/login" not in location
+            and bool(session)
+            and session != pre_session
+        )
+        if not logged_in:
+            self._give_up_login(f"the login form did not log in (HTTP {answer.status_code})")
+            return None
+        with self._lock:
             self._cookies = session
             self.ui_logins += 1
-            return _cookie_header(session)
+        return _cookie_header(session)
 
 
 _CSRF_INPUT = re.compile(r"<input[^>]*\bname=[\"']csrf_token[\"'][^>]*>", re.IGNORECASE)
