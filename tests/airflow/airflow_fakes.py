@@ -345,3 +345,115 @@ def make_instance(
     instance._http.sleep = instance.sleeps.append  # type: ignore[attr-defined]
     instance._poll_sleep = lambda seconds: None
     return instance
+
+
+def task_v2(task_id: str, downstream: list[str] | None = None, **over: Any) -> dict[str, Any]:
+    """A task as Airflow 3.3 lists it (TaskResponse of `GET /api/v2/dags/{dag_id}/tasks`)."""
+    body: dict[str, Any] = {
+        "task_id": task_id,
+        "task_display_name": task_id,
+        "owner": "data-eng",
+        "start_date": None,
+        "end_date": None,
+        "trigger_rule": "all_success",
+        "depends_on_past": False,
+        "wait_for_downstream": False,
+        "retries": 0.0,
+        "queue": "default",
+        "pool": "default_pool",
+        "pool_slots": 1.0,
+        "execution_timeout": None,
+        "retry_delay": {"__type": "TimeDelta", "days": 0, "seconds": 300, "microseconds": 0},
+        "retry_exponential_backoff": 0.0,
+        "priority_weight": 1.0,
+        "weight_rule": "downstream",
+        "ui_color": "#ffefeb",
+        "ui_fgcolor": "#000",
+        "template_fields": ["templates_dict", "op_args", "op_kwargs"],
+        "downstream_task_ids": downstream or [],
+        "doc_md": None,
+        "operator_name": "PythonOperator",
+        "params": {},
+        "class_ref": {
+            "module_path": "airflow.providers.standard.operators.python",
+            "class_name": "PythonOperator",
+        },
+        "is_mapped": False,
+        "extra_links": [],
+    }
+    body.update(over)
+    return body
+
+
+def task_v1(task_id: str, downstream: list[str] | None = None, **over: Any) -> dict[str, Any]:
+    """A task as Airflow 2.11 lists it (TaskSchema of `GET /api/v1/dags/{dag_id}/tasks`)."""
+    body: dict[str, Any] = {
+        "class_ref": {"module_path": "airflow.operators.python", "class_name": "PythonOperator"},
+        "operator_name": "PythonOperator",
+        "task_id": task_id,
+        "task_display_name": task_id,
+        "owner": "data-eng",
+        "start_date": "2024-01-01T00:00:00+00:00",
+        "end_date": None,
+        "trigger_rule": "all_success",
+        "extra_links": [],
+        "depends_on_past": False,
+        "wait_for_downstream": False,
+        "retries": 0,
+        "queue": "default",
+        "pool": "default_pool",
+        "pool_slots": 1,
+        "execution_timeout": None,
+        "retry_delay": {"__type": "TimeDelta", "days": 0, "seconds": 300, "microseconds": 0},
+        "retry_exponential_backoff": False,
+        "priority_weight": 1,
+        "weight_rule": "downstream",
+        "ui_color": "#ffefeb",
+        "ui_fgcolor": "#000",
+        "template_fields": ["templates_dict", "op_args", "op_kwargs"],
+        "sub_dag": None,
+        "downstream_task_ids": downstream or [],
+        "params": {},
+        "is_mapped": False,
+        "doc_md": None,
+    }
+    body.update(over)
+    return body
+
+
+class AuthProxy:
+    """An authenticating reverse proxy in front of a FakeAirflow (nginx `auth_basic`, an SSO gateway): a
+    request that `accepts` refuses gets `status` from the proxy itself, health checks included; the others
+    reach Airflow unchanged."""
+
+    def __init__(
+        self, airflow: FakeAirflow, accepts: Callable[[httpx.Request], bool], status: int = 401
+    ) -> None:
+        self.airflow = airflow
+        self.accepts = accepts
+        self.status = status
+        self.refused: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if not self.accepts(request):
+            self.refused.append(request.url.path)
+            return httpx.Response(
+                self.status,
+                text=f"<html><body><h1>{self.status}</h1>proxy says no</body></html>",
+                headers={"content-type": "text/html", "www-authenticate": 'Basic realm="proxy"'},
+            )
+        return self.airflow(request)
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self)
+
+
+def basic_auth_of(username: str, password: str) -> Callable[[httpx.Request], bool]:
+    """For AuthProxy: accept requests carrying this user's HTTP basic credentials."""
+    expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return lambda request: request.headers.get("authorization") == expected
+
+
+def bearer_of(token: str) -> Callable[[httpx.Request], bool]:
+    """For AuthProxy: accept requests carrying this bearer token."""
+    return lambda request: request.headers.get("authorization") == f"Bearer {token}"

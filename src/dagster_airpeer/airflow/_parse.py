@@ -174,6 +174,13 @@ class TaskWire(_Wire):
     operator_name: str | None = None
     class_ref: _ClassRef | None = None
     downstream_task_ids: list[str] | None = None
+    task_display_name: str | None = None
+    owner: str | None = None
+    trigger_rule: str | None = None
+    #: A number in both versions (v1 `fields.Number`, v2 `float | None`): 2 or 2.0.
+    retries: float | None = None
+    is_mapped: bool | None = None
+    doc_md: str | None = None
 
 
 class TasksWire(_Wire):
@@ -187,6 +194,12 @@ def task_from_wire(dag_id: str, w: TaskWire) -> Task:
         task_id=w.task_id,
         operator=operator,
         downstream_task_ids=tuple(w.downstream_task_ids or ()),
+        display_name=w.task_display_name,
+        owner=w.owner,
+        trigger_rule=w.trigger_rule,
+        retries=int(w.retries) if w.retries is not None else None,
+        is_mapped=bool(w.is_mapped),
+        doc_md=w.doc_md,
     )
 
 

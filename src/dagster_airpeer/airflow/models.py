@@ -41,12 +41,20 @@ class Dag(_Record):
 
 
 class Task(_Record):
-    """One task of a DAG."""
+    """One task of a DAG, as listed by `GET /dags/{dag_id}/tasks`."""
 
     dag_id: str
     task_id: str
     operator: str | None = None
     downstream_task_ids: tuple[str, ...] = ()
+    display_name: str | None = None
+    owner: str | None = None
+    trigger_rule: str | None = None
+    #: How many times Airflow retries a failed try (None when Airflow does not say).
+    retries: int | None = None
+    #: True for a dynamically mapped task (`.expand`): one task instance per map index in each run.
+    is_mapped: bool = False
+    doc_md: str | None = None
 
 
 class DagRun(_Record):

@@ -23,3 +23,11 @@ def run_ui_url(webserver_url: str, api_version: str, dag_id: str, run_id: str) -
     if api_version == "v1":
         return f"{base}/dags/{quote(dag_id, safe='')}/grid?{urlencode({'dag_run_id': run_id})}"
     return f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def task_ui_url(webserver_url: str, api_version: str, dag_id: str, task_id: str) -> str:
+    """One task's page: the grid view with the task selected on Airflow 2, the task page on Airflow 3."""
+    base = webserver_url.rstrip("/")
+    if api_version == "v1":
+        return f"{base}/dags/{quote(dag_id, safe='')}/grid?{urlencode({'task_id': task_id})}"
+    return f"{base}/dags/{quote(dag_id, safe='')}/tasks/{quote(task_id, safe='')}"
