@@ -32,6 +32,13 @@ from .airflow import (
 )
 from .definitions import build_defs_from_airflow_instance
 from .events import RUN_STATUS_CHECK_NAME
+from .observe import (
+    ObservedMappings,
+    TaskHandleDict,
+    assets_with_dag_mappings,
+    assets_with_multiple_task_mappings,
+    assets_with_task_mappings,
+)
 from .snapshot import AirflowSnapshot, SnapshotUnavailableError
 from .translator import DagsterAirflowTranslator, sanitize_dag_id
 
@@ -55,10 +62,15 @@ __all__ = [
     "Dag",
     "DagRun",
     "DagsterAirflowTranslator",
+    "ObservedMappings",
     "SnapshotUnavailableError",
     "Task",
+    "TaskHandleDict",
     "TaskInstance",
     "__version__",
+    "assets_with_dag_mappings",
+    "assets_with_multiple_task_mappings",
+    "assets_with_task_mappings",
     "build_defs_from_airflow_instance",
     "sanitize_dag_id",
 ]

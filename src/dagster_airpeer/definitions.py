@@ -13,6 +13,7 @@ from .airflow.instance import AirflowInstance
 from .airflow.models import Dag
 from .airflow.ui_urls import dag_ui_url
 from .events import RUN_STATUS_CHECK_NAME, run_metadata
+from .observe import observe_definitions, task_lists_for, task_mapped_dag_ids
 from .registry import PeeredInstance, register
 from .sensor import DagAssetResolver, SensorSettings, build_dag_run_sensor
 from .snapshot import AirflowSnapshot, default_snapshot_dir, load_snapshot
@@ -177,8 +178,14 @@ def build_defs_from_airflow_instance(
         def sources_for(dags: Sequence[Dag]) -> dict[str, str]:
             return cache.get_sources(airflow_instance, selected(dags))
 
-    snapshot = load_snapshot(airflow_instance, directory, sources_for=sources_for)
+    # Observe: task lists only for the DAGs that have task mappings; the mappings are checked and wired below.
+    tasks_for = task_lists_for(airflow_instance, task_mapped_dag_ids(defs, airflow_instance.name))
+    snapshot = load_snapshot(airflow_instance, directory, sources_for=sources_for, tasks_for=tasks_for)
     specs, dag_keys = _asset_specs(snapshot, selected(snapshot.dags), airflow_instance.name, translator)
+    observed = observe_definitions(
+        instance_name=airflow_instance.name, snapshot=snapshot, dag_specs=specs, dag_keys=dag_keys, defs=defs
+    )
+    specs, defs = observed.dag_specs, observed.defs
     user_checks = _user_checks_by_asset(defs, set(dag_keys.values()))
 
     checks_job = None

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .airflow._files import write_atomically
 from .airflow.errors import AirflowConfigError, AirflowConnectionError, AirflowError, AirflowVersionError
 from .airflow.instance import AirflowInstance
-from .airflow.models import Dag
+from .airflow.models import Dag, Task
 
 SNAPSHOT_FORMAT = 1
 
@@ -37,6 +37,8 @@ class AirflowSnapshot(BaseModel):
     dags: tuple[Dag, ...]
     #: DAG id -> source code, only when the definitions show DAG sources.
     sources: dict[str, str] = {}
+    #: DAG id -> its tasks, only for DAGs with task mappings (observe), so mappings are checked while Airflow is down.
+    tasks: dict[str, tuple[Task, ...]] = {}
 
 
 class SnapshotUnavailableError(AirflowError):
@@ -117,8 +119,9 @@ def fetch_snapshot(
     instance: AirflowInstance,
     *,
     sources_for: Callable[[Sequence[Dag]], dict[str, str]] | None = None,
+    tasks_for: Callable[[Sequence[Dag]], dict[str, tuple[Task, ...]]] | None = None,
 ) -> AirflowSnapshot:
-    """Fetch all DAGs (and optionally sources, for the DAGs `sources_for` picks) from Airflow now."""
+    """Fetch all DAGs (and optionally sources and task lists, for the DAGs `sources_for` / `tasks_for` pick)."""
     log = dg.get_dagster_logger()
 
     def progress(done: int, total: int) -> None:
@@ -126,6 +129,7 @@ def fetch_snapshot(
 
     dags = instance.list_dags(progress=progress)
     sources = sources_for(dags) if sources_for is not None else {}
+    tasks = tasks_for(dags) if tasks_for is not None else {}
     # A code location loads once and then ticks its sensor for hours: log in here, not in the first tick.
     instance.open_session()
     return AirflowSnapshot(
@@ -135,6 +139,7 @@ def fetch_snapshot(
         fetched_at=datetime.now(timezone.utc),
         dags=tuple(dags),
         sources=sources,
+        tasks=tasks,
     )
 
 
@@ -143,6 +148,7 @@ def load_snapshot(
     snapshot_dir: Path,
     *,
     sources_for: Callable[[Sequence[Dag]], dict[str, str]] | None = None,
+    tasks_for: Callable[[Sequence[Dag]], dict[str, tuple[Task, ...]]] | None = None,
 ) -> AirflowSnapshot:
     """A fresh snapshot, stored as the last good one; or the last good one if Airflow is unreachable.
 
@@ -152,7 +158,7 @@ def load_snapshot(
     """
     path = snapshot_path(snapshot_dir, instance.name)
     try:
-        snapshot = fetch_snapshot(instance, sources_for=sources_for)
+        snapshot = fetch_snapshot(instance, sources_for=sources_for, tasks_for=tasks_for)
     except (AirflowConnectionError, AirflowVersionError) as exc:
         stored, problem = _read_snapshot(path)
         if stored is not None and stored.webserver_url != instance.webserver_url:
