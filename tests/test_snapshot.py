@@ -15,16 +15,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import httpx
 import pytest
 
 from dagster_airpeer import (
+    AirflowAuthError,
     AirflowBasicAuthBackend,
+    AirflowConnectionError,
     AirflowInstance,
     AirflowTokenAuthBackend,
     Dag,
     SnapshotUnavailableError,
+    build_defs_from_airflow_instance,
 )
+from dagster_airpeer.sensor import sensor_name
 from dagster_airpeer.snapshot import (
     SNAPSHOT_FORMAT,
     AirflowSnapshot,
@@ -218,3 +223,42 @@ def test_real_airflow_loads_with_an_unwritable_snapshot_dir(
         snapshot = load_snapshot(instance, blocker / "airpeer")
     assert "airpeer_ok" in {d.dag_id for d in snapshot.dags}
     assert any("cannot store the snapshot" in w for w in _warnings(caplog))
+
+
+# -- the API version of a stored snapshot -------------------------------------------------------------------
+
+
+def test_ticks_during_an_outage_ask_the_stored_snapshots_version(
+    tmp_path: Path, down: AirflowInstance
+) -> None:
+    # An Airflow 2.11 peered before, down now; the code location (re)loads from the stored snapshot.
+    snapshot_path(tmp_path, down.name).write_text(_snapshot(down, api_version="v1").model_dump_json())
+    defs = build_defs_from_airflow_instance(airflow_instance=down, snapshot_dir=tmp_path)
+    sensor = defs.get_sensor_def(sensor_name(down.name))
+    with dg.instance_for_test() as instance, pytest.raises(AirflowConnectionError) as info:
+        sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    message = str(info.value)
+    assert f"POST {down.webserver_url}/api/v1/dags/~/dagRuns/list" in message
+    assert "/api/v2/monitor" not in message
+
+
+def test_a_given_api_version_is_not_replaced_by_the_snapshots(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    backend = AirflowBasicAuthBackend(url, "admin", "pw")
+    with AirflowInstance(backend, name="inst", max_retries=0, api_version="v2") as instance:
+        snapshot_path(tmp_path, instance.name).write_text(_snapshot(instance, "v1").model_dump_json())
+        load_snapshot(instance, tmp_path)
+        assert instance.api_version == "v2"
+
+
+def test_refused_credentials_behind_an_auth_proxy_never_serve_a_stale_snapshot(tmp_path: Path) -> None:
+    def proxy(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, text="<html>401 Authorization Required</html>")
+
+    instance = AirflowInstance(
+        AirflowTokenAuthBackend(URL, "expired-t0ken"), name="inst", transport=httpx.MockTransport(proxy)
+    )
+    snapshot_path(tmp_path, instance.name).write_text(_snapshot(instance).model_dump_json())
+    with pytest.raises(AirflowAuthError, match="refused the credentials") as info:
+        load_snapshot(instance, tmp_path)
+    assert "expired-t0ken" not in str(info.value)

@@ -174,6 +174,10 @@ def load_snapshot(
                 f"airpeer cannot build definitions for Airflow instance '{instance.name}': {exc} {earlier} "
                 f"Start Airflow (or fix `webserver_url`) and reload the code location."
             ) from exc
+        if stored.api_version in ("v1", "v2"):
+            # The sensor's ticks during the outage then ask (and name in their errors) that version's
+            # endpoints, not the version detection's.
+            instance.use_api_version(stored.api_version)
         dg.get_dagster_logger().warning(
             f"airpeer: Airflow instance '{instance.name}' is unreachable ({exc}); using the last good snapshot "
             f"of {len(stored.dags)} DAGs taken at {stored.fetched_at.isoformat(timespec='seconds')} from "

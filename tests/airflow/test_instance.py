@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Generator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -13,7 +14,10 @@ import pytest
 from airflow_fakes import (
     LOCAL_URL,
     URL,
+    AuthProxy,
     FakeAirflow,
+    basic_auth_of,
+    bearer_of,
     dag_v1,
     dag_v2,
     json_response,
@@ -23,6 +27,9 @@ from airflow_fakes import (
 )
 
 from dagster_airpeer.airflow import (
+    AirflowAuthBackend,
+    AirflowAuthError,
+    AirflowBasicAuthBackend,
     AirflowConfigError,
     AirflowConnectionError,
     AirflowError,
@@ -112,6 +119,149 @@ def test_airflow_version_is_asked_once() -> None:
     assert instance.airflow_version == "3.3.2"
     assert instance.airflow_version == "3.3.2"
     assert len(fake.api("GET", "/version")) == 1
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_api_version_given_skips_detection(version: str) -> None:
+    fake = FakeAirflow(version)
+    dag = dag_v2("a") if version == "v2" else dag_v1("a")
+    fake.add("GET", f"/api/{version}/dags/a", lambda r: json_response(200, dag))
+    instance = make_instance(fake, api_version=version)
+    assert instance.api_version == version
+    assert instance.get_dag("a").dag_id == "a"
+    assert not [r for r in fake.requests if "health" in r.url.path]
+
+
+@pytest.mark.parametrize("value", ["v3", "V2", "2", "", 2, ["v2"]])
+def test_api_version_is_validated_naming_the_setting(value: Any) -> None:
+    with pytest.raises(AirflowConfigError, match=r"`api_version` must be 'v2' \(Airflow 3\), 'v1'"):
+        AirflowInstance(AirflowTokenAuthBackend(URL, "t"), name="x", api_version=value)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_airflow3_behind_an_auth_proxy_is_detected_with_credentials(status: int) -> None:
+    fake = FakeAirflow("v2")
+    fake.valid_tokens.add("proxy-and-airflow-token")
+    fake.add("GET", "/api/v2/dags/a", lambda r: json_response(200, dag_v2("a")))
+    proxy = AuthProxy(fake, bearer_of("proxy-and-airflow-token"), status=status)
+    instance = AirflowInstance(
+        AirflowTokenAuthBackend(URL, "proxy-and-airflow-token"), name="x", transport=proxy.transport()
+    )
+    assert instance.api_version == "v2"
+    assert instance.get_dag("a").dag_id == "a"
+    # Asked without credentials first (Airflow itself serves health to anyone), then with them.
+    assert [r.url.path for r in fake.requests] == ["/api/v2/monitor/health", "/api/v2/dags/a"]
+    assert proxy.refused == ["/api/v2/monitor/health"]
+
+
+def test_airflow2_behind_a_basic_auth_proxy_is_detected_with_credentials() -> None:
+    fake = FakeAirflow("v1")
+    fake.add("GET", "/api/v1/dags/a", lambda r: json_response(200, dag_v1("a")))
+    proxy = AuthProxy(fake, basic_auth_of(fake.username, fake.password))
+    instance = AirflowInstance(
+        AirflowBasicAuthBackend(URL, fake.username, fake.password), name="x", transport=proxy.transport()
+    )
+    assert instance.api_version == "v1"
+    assert instance.get_dag("a").dag_id == "a"
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_during_detection_are_an_auth_error_not_unreachable(status: int) -> None:
+    fake = FakeAirflow("v1")
+    proxy = AuthProxy(fake, basic_auth_of(fake.username, fake.password), status=status)
+    instance = AirflowInstance(
+        AirflowBasicAuthBackend(URL, fake.username, "wrong-pw-123"), name="x", transport=proxy.transport()
+    )
+    with pytest.raises(AirflowAuthError) as info:
+        instance.api_version  # noqa: B018
+    message = str(info.value)
+    assert URL in message and "user 'admin'" in message and "`api_version=`" in message
+    assert "/api/v2/monitor/health" in message and "/api/v1/health" in message
+    assert f"HTTP {status}" in message and "wrong-pw-123" not in message
+    assert instance._api_version is None  # nothing guessed: the next call detects again
+
+
+class _HeaderBackend(AirflowAuthBackend):
+    """A custom backend that adds a header and leaves every answer, refusals included, to the instance."""
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["X-Api-Key"] = "k3y"
+        yield request
+
+
+@pytest.mark.parametrize(
+    ("backend", "v2_gave"),
+    [
+        (AirflowTokenAuthBackend(URL, "t"), "HTTP 401, and with credentials a refusal (Airflow at"),
+        (_HeaderBackend(URL), "HTTP 401 without and with credentials"),
+    ],
+    ids=["backend-raises", "backend-passes-through"],
+)
+def test_a_refusal_on_one_health_endpoint_and_404_on_the_other_is_an_auth_error(
+    backend: AirflowAuthBackend, v2_gave: str
+) -> None:
+    fake = FakeAirflow("none")
+    fake.add("GET", "/api/v2/monitor/health", lambda r: json_response(401, {"detail": "Not authenticated"}))
+    fake.add("GET", "/api/v1/health", lambda r: httpx.Response(404, text="Not Found"))
+    instance = AirflowInstance(backend, name="x", transport=fake.transport())
+    with pytest.raises(AirflowAuthError) as info:
+        instance.api_version  # noqa: B018
+    message = str(info.value)
+    assert f"GET /api/v2/monitor/health gave {v2_gave}" in message
+    assert "GET /api/v1/health gave HTTP 404." in message
+    assert [r.headers.get("authorization") or r.headers.get("x-api-key") for r in fake.requests] == [
+        None, "Bearer t" if isinstance(backend, AirflowTokenAuthBackend) else "k3y", None
+    ]  # fmt: skip
+
+
+def test_a_detected_version_is_kept_through_an_outage() -> None:
+    fake = FakeAirflow("v1")
+    down = {"now": False}
+
+    def maybe_down(request: httpx.Request) -> httpx.Response:
+        if down["now"]:
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+        return fake(request)
+
+    instance = AirflowInstance(
+        AirflowBasicAuthBackend(URL, fake.username, fake.password),
+        name="x",
+        max_retries=1,
+        transport=httpx.MockTransport(maybe_down),
+    )
+    instance._http.sleep = lambda s: None
+    assert instance.api_version == "v1"
+    down["now"] = True
+    with pytest.raises(AirflowConnectionError) as info:
+        instance.list_finished_runs(end_date_gte=datetime(2025, 11, 25, tzinfo=UTC))
+    message = str(info.value)
+    assert f"POST {URL}/api/v1/dags/~/dagRuns/list" in message and "/api/v2" not in message
+    assert instance.api_version == "v1"
+
+
+def test_an_unreachable_airflow_during_detection_says_it_was_the_version_check() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    instance = AirflowInstance(
+        AirflowTokenAuthBackend(URL, "t"), name="x", max_retries=0, transport=httpx.MockTransport(refuse)
+    )
+    with pytest.raises(AirflowConnectionError) as info:
+        instance.api_version  # noqa: B018
+    message = str(info.value)
+    assert f"GET {URL}/api/v2/monitor/health" in message
+    assert "detection of the Airflow version" in message and "`api_version=`" in message
+
+
+def test_use_api_version_sets_only_an_unknown_version() -> None:
+    fake = FakeAirflow("v2")
+    instance = make_instance(fake)
+    instance.use_api_version("v1")
+    assert instance.api_version == "v1" and not fake.requests
+    instance.use_api_version("v2")
+    assert instance.api_version == "v1"
+    with pytest.raises(AirflowConfigError, match="`version`"):
+        instance.use_api_version("v9")
 
 
 # -- retries ----------------------------------------------------------------------------------------------------

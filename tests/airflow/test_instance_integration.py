@@ -16,6 +16,7 @@ from dagster_airpeer.airflow import (
     AirflowAuthError,
     AirflowBasicAuthBackend,
     AirflowConnectionError,
+    AirflowError,
     AirflowInstance,
     AirflowNotFoundError,
     AirflowVersionError,
@@ -53,6 +54,34 @@ def finished_runs(instance: AirflowInstance) -> tuple[DagRun, DagRun]:
 def test_version_is_detected(airflow: AirflowStack, instance: AirflowInstance) -> None:
     assert instance.api_version == ("v2" if airflow.major == 3 else "v1")
     assert instance.airflow_version.startswith("3.3" if airflow.major == 3 else "2.11")
+
+
+class _RecordingTransport(httpx.HTTPTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return super().handle_request(request)
+
+
+def test_api_version_given_skips_detection(airflow: AirflowStack) -> None:
+    version = "v2" if airflow.major == 3 else "v1"
+    transport = _RecordingTransport()
+    backend = AirflowBasicAuthBackend(airflow.url, airflow.username, airflow.password)
+    with AirflowInstance(backend, name="given", api_version=version, transport=transport) as client:
+        assert client.api_version == version
+        assert client.get_dag("airpeer_ok").dag_id == "airpeer_ok"
+        assert client.airflow_version.startswith("3.3" if airflow.major == 3 else "2.11")
+    assert transport.paths and not [p for p in transport.paths if "health" in p]
+
+
+def test_a_wrong_api_version_given_fails_loudly(airflow: AirflowStack) -> None:
+    wrong = "v1" if airflow.major == 3 else "v2"
+    backend = AirflowBasicAuthBackend(airflow.url, airflow.username, airflow.password)
+    with AirflowInstance(backend, name="wrong", api_version=wrong) as client, pytest.raises(AirflowError):
+        client.get_dag("airpeer_ok")
 
 
 def test_list_dags_and_filters(instance: AirflowInstance) -> None:

@@ -1,7 +1,7 @@
 """`AirflowInstance`: what airpeer asks a running Airflow 2 or 3, through its REST API.
 
-The API version is detected once (REST v2 means Airflow 3, REST v1 Airflow 2); every method then speaks
-that version and returns the same records (`models.py`) either way.
+The API version is detected once (REST v2 means Airflow 3, REST v1 Airflow 2), or given as `api_version=`;
+every method then speaks that version and returns the same records (`models.py`) either way.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from ._http import HttpSession, Result
 from ._http import deadline as _deadline_block
 from .auth import AirflowAuthBackend
 from .errors import (
+    AirflowAuthError,
     AirflowConfigError,
+    AirflowConnectionError,
     AirflowError,
     AirflowResponseError,
     AirflowTimeoutError,
@@ -43,6 +45,10 @@ R = TypeVar("R")
 
 #: Every 4xx is handed back to the version detection instead of raising: "not this version" is an answer.
 _ANY_4XX = range(400, 500)
+#: ...except a refusal, which may come from an auth proxy in front of Airflow: the probe is then asked again
+#: with credentials.
+_REFUSED = (401, 403)
+_API_VERSIONS = ("v2", "v1")
 
 
 def _q(segment: str) -> str:
@@ -75,6 +81,9 @@ class AirflowInstance:
         max_retries: retries after the first attempt, for connection failures, timeouts, 5xx and 429.
         verify: verify TLS certificates (default), or the path of a CA bundle to verify them with.
         page_size: items asked per page when listing; the server may return fewer.
+        api_version: `"v2"` (Airflow 3) or `"v1"` (Airflow 2) to skip detecting it; None (default) detects it
+            from the health endpoints on first use, asking again with credentials if they are refused (an
+            auth proxy in front of Airflow).
         transport: an httpx transport to use instead of the network (tests, benchmarks).
 
     Thread-safe: one instance may serve concurrent calls. Close it (or use it as a context manager) to
@@ -90,6 +99,7 @@ class AirflowInstance:
         max_retries: int = 3,
         verify: bool | str = True,
         page_size: int = 100,
+        api_version: Literal["v1", "v2"] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if not isinstance(auth_backend, AirflowAuthBackend):
@@ -112,6 +122,10 @@ class AirflowInstance:
             raise AirflowConfigError(
                 f"`verify` must be True, False or the path of a CA bundle, got {type(verify).__name__}."
             )
+        if api_version is not None and (not isinstance(api_version, str) or api_version not in _API_VERSIONS):
+            raise AirflowConfigError(
+                f"`api_version` must be 'v2' (Airflow 3), 'v1' (Airflow 2) or None to detect it, got {api_version!r}."
+            )
         self.auth_backend = auth_backend
         self.name = name
         self.webserver_url = auth_backend.webserver_url
@@ -128,7 +142,9 @@ class AirflowInstance:
             transport=transport,
         )
         self._detect_lock = threading.Lock()
-        self._api_version: Literal["v1", "v2"] | None = None
+        # Once known (given, detected or taken from a stored snapshot) it is kept: an outage must not send
+        # later calls back to detection, whose errors would name Airflow 3's health endpoint.
+        self._api_version: Literal["v1", "v2"] | None = api_version
         self._airflow_version: str | None = None
         # Between polls of wait_for_dag_run; replaceable in tests.
         self._poll_sleep: Callable[[float], None] = time.sleep
@@ -157,7 +173,8 @@ class AirflowInstance:
 
     @property
     def api_version(self) -> Literal["v1", "v2"]:
-        """`"v2"` for Airflow 3, `"v1"` for Airflow 2; detected on first use from the health endpoints."""
+        """`"v2"` for Airflow 3, `"v1"` for Airflow 2: the `api_version` given, else detected on first use from
+        the health endpoints (and kept from then on)."""
         version = self._api_version
         if version is not None:
             return version
@@ -166,7 +183,22 @@ class AirflowInstance:
                 self._api_version = self._detect_api_version()
             return self._api_version
 
-    def _probe_health(self, path: str) -> tuple[bool, str]:
+    def use_api_version(self, version: str) -> None:
+        """Speak `version` ("v1" or "v2") from now on without detecting it, unless a version is known already.
+
+        Loading definitions from the stored snapshot while Airflow is down calls this with the snapshot's
+        version, so that the sensor's ticks during the outage ask (and name in their errors) the endpoints
+        of that version instead of probing Airflow 3's health endpoint again on every tick.
+        """
+        if version not in _API_VERSIONS:
+            raise AirflowConfigError(f"`version` must be 'v2' or 'v1', got {version!r}.")
+        with self._detect_lock:
+            if self._api_version is None:
+                self._api_version = "v2" if version == "v2" else "v1"
+
+    def _probe_health(self, path: str) -> tuple[bool, str, bool]:
+        """(whether `path` is Airflow's health answer, what it gave, whether credentials were refused)."""
+
         def parse(response: httpx.Response) -> dict[str, Any] | None:
             try:
                 body = response.json()
@@ -174,28 +206,62 @@ class AirflowInstance:
                 return None
             return body if isinstance(body, dict) else None
 
-        result = self._http.call(
-            "GET", path, what="the health endpoint", parse=parse, passthrough=_ANY_4XX, authenticate=False
-        )
+        def ask(authenticate: bool) -> Result[dict[str, Any] | None]:
+            return self._http.call(
+                "GET", path, what="the health endpoint", parse=parse, passthrough=_ANY_4XX,
+                authenticate=authenticate,
+            )  # fmt: skip
+
+        # Without credentials first: Airflow serves health to anyone, and a login costs a password check.
+        result = ask(authenticate=False)
         status = result.response.status_code
+        asked_as = ""
+        if status in _REFUSED:
+            # Something in front of Airflow (an auth proxy) wants credentials: ask again as airpeer's user.
+            try:
+                result = ask(authenticate=True)
+            except AirflowAuthError as exc:
+                return False, f"HTTP {status}, and with credentials a refusal ({exc})", True
+            status = result.response.status_code
+            asked_as = " with credentials"
+            if status in _REFUSED:
+                return False, f"HTTP {status} without and with credentials", True
         if status != 200:
-            return False, f"HTTP {status}"
+            return False, f"HTTP {status}{asked_as}", False
         if result.value is None or "metadatabase" not in result.value:
             kind = result.response.headers.get("content-type", "unknown content")
-            return False, f"HTTP 200 but not Airflow's health answer ({kind})"
-        return True, "HTTP 200"
+            return False, f"HTTP 200{asked_as} but not Airflow's health answer ({kind})", False
+        return True, f"HTTP 200{asked_as}", False
 
     def _detect_api_version(self) -> Literal["v1", "v2"]:
-        v2, v2_found = self._probe_health("/api/v2/monitor/health")
-        if v2:
-            return "v2"
-        v1, v1_found = self._probe_health("/api/v1/health")
-        if v1:
-            return "v1"
+        try:
+            v2, v2_found, v2_refused = self._probe_health("/api/v2/monitor/health")
+            if v2:
+                return "v2"
+            v1, v1_found, v1_refused = self._probe_health("/api/v1/health")
+            if v1:
+                return "v1"
+        except AirflowConnectionError as exc:
+            # Name what this request was: asked first whatever the version, so on an Airflow 2 the message
+            # would otherwise read as if airpeer took it for an Airflow 3.
+            raise AirflowConnectionError(
+                f"{exc} (That request was the detection of the Airflow version, which asks Airflow 3's health "
+                "endpoint first and then Airflow 2's; set `api_version=` on AirflowInstance to skip it.)"
+            ) from None
+        found = f"GET /api/v2/monitor/health gave {v2_found} and GET /api/v1/health gave {v1_found}"
+        if v2_refused or v1_refused:
+            # A configuration error, not an outage: never a reason to serve definitions from a stale snapshot.
+            raise AirflowAuthError(
+                f"{self.webserver_url} (Airflow instance {self.name!r}) refused the credentials of "
+                f"{self.auth_backend.describe_principal()} while airpeer detected the Airflow version: {found}. "
+                "Check the credentials given to the auth backend (and that a proxy in front of Airflow accepts "
+                "them), or set `api_version=` ('v2' for Airflow 3, 'v1' for Airflow 2) on AirflowInstance."
+            )
         raise AirflowVersionError(
-            f"{self.webserver_url} (Airflow instance {self.name!r}) does not look like Airflow 3 or 2: "
-            f"GET /api/v2/monitor/health gave {v2_found} and GET /api/v1/health gave {v1_found}. Check "
-            "`webserver_url`: it must be the base URL of the Airflow API server (3.x) or webserver (2.x)."
+            f"{self.webserver_url} (Airflow instance {self.name!r}) does not look like Airflow 3 or 2: {found}. "
+            "Check `webserver_url`: it must be the base URL of the Airflow API server (3.x) or webserver (2.x). "
+            "If something in front of Airflow hides its health endpoints, set `api_version=` ('v2' for "
+            "Airflow 3, 'v1' for Airflow 2) on AirflowInstance."
         )
 
     @property
