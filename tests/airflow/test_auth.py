@@ -143,7 +143,7 @@ def test_refused_token_is_renewed_once(status: int) -> None:
 
 def test_second_refusal_raises_auth_error_without_secrets() -> None:
     fake = _v2_with_dag()
-    fake._check_auth = lambda request: json_response(403, {"detail": "Forbidden"})  # type: ignore[method-assign]
+    fake._check_auth = lambda request: json_response(403, {"detail": "Invalid JWT token"})  # type: ignore[method-assign]
     instance = make_instance(fake)
     with pytest.raises(AirflowAuthError) as info:
         instance.get_dag("a")
@@ -507,3 +507,82 @@ def test_a_login_flow_dropped_without_closing_does_not_block_others() -> None:
         dropped.close()
         pool.shutdown()
     assert fake.logins == 1
+
+
+# -- a 403 for a missing permission is no reason to log in (#13.10) ---------------------------------------------
+
+
+def _forbidden(status: int = 403, detail: str = "Forbidden") -> httpx.Response:
+    return json_response(status, {"detail": detail})
+
+
+def test_forbidden_items_cost_no_login() -> None:
+    """Airflow 3 answers 403 "Forbidden" for a DAG the user may not see: a new token would not change
+    that, so N forbidden DAGs cost 0 logins (not one serialised login each)."""
+    fake = _v2_with_dag()
+    for i in range(5):
+        fake.add("GET", f"/api/v2/dags/secret{i}", lambda r: _forbidden())
+    instance = make_instance(fake)
+    instance.get_dag("a")
+    for i in range(5):
+        with pytest.raises(AirflowAuthError, match="403") as info:
+            instance.get_dag(f"secret{i}")
+        assert PASSWORD not in str(info.value)
+    assert instance.get_dag("a").dag_id == "a"
+    assert fake.logins == 1
+    assert len(fake.api("GET", "/dags/secret0")) == 1  # no retry either
+
+
+def test_forbidden_with_a_token_past_its_renewal_point_is_renewed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 403 while the token's own `exp` says it is (about to be) expired blames the token: one login."""
+    fake = _v2_with_dag()
+    instance = make_instance(fake)
+    instance.get_dag("a")
+    later = time.time() + 7200  # the token (1 h) expired while the request was on its way
+
+    def expire_then_forbid(request: httpx.Request) -> httpx.Response:
+        if request.headers["authorization"] == f"Bearer {fake.issued[0]}":
+            monkeypatch.setattr("dagster_airpeer.airflow.auth.time.time", lambda: later)
+            return _forbidden()
+        return json_response(200, dag_v2("b"))
+
+    fake.add("GET", "/api/v2/dags/b", expire_then_forbid)
+    assert instance.get_dag("b").dag_id == "b"
+    assert fake.logins == 2
+
+
+def test_forbidden_after_a_renewal_is_handed_on_without_another_login() -> None:
+    """A token refused as invalid is renewed once; if the new token then meets a permission 403, that
+    answer is the caller's (no second login, no loop)."""
+    fake = _v2_with_dag()
+    instance = make_instance(fake)
+    instance.get_dag("a")
+
+    def invalid_then_forbidden(request: httpx.Request) -> httpx.Response:
+        if request.headers["authorization"] == f"Bearer {fake.issued[0]}":
+            return _forbidden(detail="Invalid JWT token")
+        return _forbidden()
+
+    fake.add("GET", "/api/v2/dags/b", invalid_then_forbidden)
+    with pytest.raises(AirflowAuthError, match="403"):
+        instance.get_dag("b")
+    assert fake.logins == 2
+
+
+def test_airflow2_forbidden_with_a_session_keeps_the_session() -> None:
+    """Airflow 2 answers 401 to a session it does not accept and 403 to a user without the permission: a
+    403 on a cookie request neither drops the session nor falls back to the password."""
+    fake = _v1_with_dag(ui_login=True)
+    for i in range(4):
+        fake.add("GET", f"/api/v1/dags/secret{i}", lambda r: _forbidden())
+    instance = make_instance(fake)
+    instance.get_dag("a")
+    instance.get_dag("a")  # logged in through the form
+    for i in range(4):
+        with pytest.raises(AirflowAuthError, match="403"):
+            instance.get_dag(f"secret{i}")
+    instance.get_dag("a")
+    assert fake.form_logins == 1
+    later = [r for r in fake.requests if r.url.path.startswith("/api/v1/dags/")][2:]
+    assert all("authorization" not in r.headers for r in later), "no basic-auth fallback"
+    assert all(r.headers["cookie"] == "session=sess0" for r in later)

@@ -202,3 +202,55 @@ def test_real_airflow3_password_changed_then_token_refused(
     finally:
         passwords.write_text(original)
     drain(ticker, defs)
+
+
+@pytest.mark.integration
+def test_real_airflow3_forbidden_costs_no_login_and_a_revoked_token_one(airflow_stack_factory: Any) -> None:
+    """What the real Airflow 3.3 answers, and what airpeer spends on it: a missing permission (a Viewer
+    pausing DAGs) is 403 "Forbidden" and costs no login; a garbage or really revoked token (revoked by
+    `GET /api/v2/auth/logout`) is 403 "Invalid JWT token" and costs exactly one; no token is 401.
+
+    SimpleAuthManager takes its users from the configuration, so a Viewer needs a stack of its own."""
+    stack = airflow_stack_factory(
+        3, extra_env={"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer"}
+    )
+    viewer, viewer_password = "viewer", f"s3cr3t-{uuid.uuid4()}"
+    passwords = Path(stack.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+    passwords.write_text(json.dumps({stack.username: stack.password, viewer: viewer_password}))
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    with httpx.Client(base_url=stack.url, timeout=30) as raw:
+        login = raw.post("/auth/token", json={"username": viewer, "password": viewer_password})
+        assert login.status_code == 201, login.text
+        token = login.json()["access_token"]
+        dag_id = raw.get("/api/v2/dags", headers=bearer(token)).json()["dags"][0]["dag_id"]
+        forbidden = raw.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": True}, headers=bearer(token))
+        assert (forbidden.status_code, forbidden.json()["detail"]) == (403, "Forbidden")
+        garbage = raw.get("/api/v2/dags", headers=bearer(token[:-4] + "AAAA"))
+        assert (garbage.status_code, garbage.json()["detail"]) == (403, "Invalid JWT token")
+        assert raw.get("/api/v2/dags").status_code == 401
+        assert raw.get("/api/v2/auth/logout", headers=bearer(token)).status_code == 307
+        revoked = raw.get("/api/v2/dags", headers=bearer(token))
+        assert (revoked.status_code, revoked.json()["detail"]) == (403, "Invalid JWT token")
+
+        counting = RevokingTransport(
+            network_transport()
+        )  # revokes nothing itself: counts logins, keeps the token
+        instance = AirflowInstance(
+            AirflowBasicAuthBackend(stack.url, viewer, viewer_password), name="viewer", transport=counting
+        )
+        dags = instance.list_dags()
+        assert counting.logins == 1
+        for dag in dags[:5]:
+            with pytest.raises(AirflowAuthError, match="403") as excinfo:
+                instance.set_paused(dag.dag_id, True)
+            assert viewer_password not in str(excinfo.value)
+        assert counting.logins == 1, "a missing permission is no reason to log in"
+        assert counting.last_token is not None
+        # Airflow revokes the token in use:
+        assert raw.get("/api/v2/auth/logout", headers=bearer(counting.last_token)).status_code == 307
+        assert [d.dag_id for d in instance.list_dags()] == [d.dag_id for d in dags]
+        assert counting.logins == 2 and counting.refusals == 0
+        instance.close()

@@ -35,8 +35,9 @@ __all__ = [
     "SecretValue",
 ]
 
-#: Statuses by which Airflow refuses credentials: v1 says 401 (or 403 from some backends), v2 says 401 for
-#: a missing token and 403 for a garbage or expired one.
+#: Statuses by which Airflow refuses a request: v1 says 401 (or 403 from some backends) for credentials and
+#: 403 for a missing permission; v2 says 401 for a missing or expired token, and 403 for a garbage or
+#: revoked one and for a missing permission (see `_blames_the_token`).
 _REFUSED = (401, 403)
 
 #: A token is renewed this long before its `exp`, so that a request never leaves with a token that expires
@@ -379,11 +380,36 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
 
     def _valid_token(self) -> str | None:
         with self._lock:
-            if self._token is None:
-                return None
-            if self._token_expiry is not None and time.time() >= self._token_expiry - _RENEW_MARGIN_SECONDS:
+            if self._token is None or self._due_for_renewal(self._token):
                 return None
             return self._token
+
+    def _due_for_renewal(self, token: str) -> bool:
+        """Whether `token` is expired or about to be, by its own `exp` (unknown `exp`: never)."""
+        with self._lock:
+            expiry = self._token_expiry if token == self._token else _jwt_expiry(token)
+        return expiry is not None and time.time() >= expiry - _RENEW_MARGIN_SECONDS
+
+    def _blames_the_token(self, response: httpx.Response, token: str) -> bool:
+        """Whether Airflow refused a request because of its token (a new login may cure that) rather than
+        because the user lacks the permission (no login can).
+
+        Airflow 3 (3.3 checked, core code shared by every auth manager) answers 401 for a missing or expired
+        token ("Token Expired"), and 403 both for a token it does not accept (garbage, revoked, signed with
+        another secret: detail "Invalid JWT token") and for a user without the permission (detail
+        "Forbidden"). So the rule is:
+
+        - a 401 blames the token;
+        - a 403 blames it when the token is expired or about to be by its own `exp` (Airflow's clock may
+          be ahead of ours), or when Airflow's answer names the token;
+        - any other 403 is a permission answer: handed to the caller as it is, at the cost of no login. N
+          DAGs the user may not see cost 0 logins, not one serialised login each.
+        """
+        if response.status_code == 401:
+            return True
+        if response.status_code != 403:
+            return False
+        return self._due_for_renewal(token) or "token" in _error_text(response).lower()
 
     def _token_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         started = time.monotonic()
@@ -394,7 +420,7 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
                 return
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
-        if response.status_code not in _REFUSED:
+        if not self._blames_the_token(response, token):
             return
         # Airflow refused a token we believed valid (revoked, server restarted with a new secret, clock
         # skew): log in again, once.
@@ -403,7 +429,7 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
             return
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
-        if response.status_code in _REFUSED:
+        if self._blames_the_token(response, token):
             raise self._refused(request, response, "a freshly issued token")
 
     @contextmanager
@@ -556,7 +582,9 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
             # Airflow 2 answers 500 (not 401) to the session of a user deleted meanwhile, so a server error
             # on a cookie request is retried once with basic auth below: a real outage then fails the same
             # way, and a deleted user becomes a refusal (AirflowAuthError) instead of a retried "outage".
-            if response.status_code not in _REFUSED and response.status_code < 500:
+            # A 403 is Airflow 2's answer to a user without the permission (a session it does not accept
+            # gets 401): the session is fine, and neither the password nor a new login would change it.
+            if response.status_code != 401 and response.status_code < 500:
                 with self._lock:
                     self._cookie_honoured = True
                 return
@@ -666,6 +694,16 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
             self._cookies = session
             self.ui_logins += 1
         return _cookie_header(session)
+
+
+def _error_text(response: httpx.Response) -> str:
+    """The `detail` of an error answer (Airflow's JSON errors), else its text."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return response.text
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return detail if isinstance(detail, str) else response.text
 
 
 _CSRF_INPUT = re.compile(r"<input[^>]*\bname=[\"']csrf_token[\"'][^>]*>", re.IGNORECASE)
