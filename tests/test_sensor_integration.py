@@ -49,7 +49,7 @@ def _defs(stack: Any, tmp_path: Path, **kwargs: Any) -> dg.Definitions:
         defs=dg.Definitions(asset_checks=[ok_dag_output_is_fine]),
         snapshot_dir=tmp_path / "snapshots",
         lookback=timedelta(hours=1),
-        late_commit_window=timedelta(seconds=30),
+        late_commit_window=timedelta(seconds=60),
         **kwargs,
     )
 

@@ -135,8 +135,11 @@ def build_defs_from_airflow_instance(
         sensor_minimum_interval_seconds: how often the sensor polls Airflow.
         default_sensor_status: RUNNING by default: peering only works while the sensor runs.
         lookback: how much history the sensor's first tick imports (default: one day).
-        late_commit_window: how long after its end a run may still appear in Airflow (default 5 minutes).
-        tick_time_budget_seconds: a tick stops reading after this long and resumes at the next tick.
+        late_commit_window: how long after its end a run may still appear in Airflow (default 5 minutes); at
+            least the tick's hard deadline plus 15 s (docs/cursor.md).
+        tick_time_budget_seconds: a tick stops reading after this long and resumes at the next tick; at most
+            Dagster's sensor evaluation timeout (`DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS`, 60 s) minus 20 s. The
+            tick's hard deadline is the budget plus 30 s, capped 15 s short of that timeout.
         max_runs_per_tick: a tick stops after this many completed runs.
         max_parallel_requests: at most this many requests a tick sends to Airflow at once when it has several
             pages to read (1: one after the other). Keep it at or below the number of Airflow webserver /

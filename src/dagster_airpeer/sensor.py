@@ -12,12 +12,25 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from ._dagster_compat import sensor_evaluation_timeout_seconds
 from .airflow.errors import AirflowNotFoundError
 from .airflow.instance import AirflowInstance
 from .airflow.models import Dag, DagRun
 from .events import AssetEvent, events_for_run
 from .feed import CompletionFeed, CursorError, FeedState, load_cursor_json
 from .translator import DagsterAirflowTranslator
+
+#: Seconds of Dagster's sensor timeout kept free after the hard deadline: building the tick's events, the
+#: event log check for a crashed tick's events, serialising the result.
+DEADLINE_MARGIN = 15.0
+#: Seconds a page in flight (and its retries) may take once the soft budget is spent...
+IN_FLIGHT = 30.0
+#: ...and never less than this, or the largest budget would leave no time to finish a page.
+MIN_IN_FLIGHT = 5.0
+#: The smallest sensor timeout airpeer can work within.
+MIN_SENSOR_TIMEOUT = DEADLINE_MARGIN + MIN_IN_FLIGHT + 1.0
+#: Seconds the late-commit window must exceed the hard deadline by (commit delay, skew between Airflow hosts).
+COMMIT_MARGIN = 15.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,9 @@ class SensorSettings:
     max_runs_per_tick: int = 5000
     #: Requests in flight at once while a tick has several pages to read.
     max_parallel_requests: int = 4
+    #: Dagster's sensor evaluation timeout in force (`DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS`, default 60 s): a
+    #: tick that takes longer is abandoned by Dagster with its cursor, so the hard deadline stays under it.
+    sensor_timeout_seconds: float = field(default_factory=sensor_evaluation_timeout_seconds)
 
     def __post_init__(self) -> None:
         # Types first: a setting read from an environment variable arrives as a string, and comparing it
@@ -56,20 +72,31 @@ class SensorSettings:
         ):
             if isinstance(value, bool) or not isinstance(value, kind):
                 raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
-        if self.late_commit_window < timedelta(0):
-            raise ValueError(
-                f"late_commit_window must be a non-negative timedelta, got {self.late_commit_window!r}"
-            )
         if self.minimum_interval_seconds < 1:
             raise ValueError(
                 f"sensor_minimum_interval_seconds must be >= 1, got {self.minimum_interval_seconds}"
             )
         if self.lookback < timedelta(0):
             raise ValueError(f"lookback must be a non-negative timedelta, got {self.lookback!r}")
-        if not 0 < self.tick_time_budget_seconds <= 40:
+        timeout = self.sensor_timeout_seconds
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < MIN_SENSOR_TIMEOUT:
             raise ValueError(
-                "tick_time_budget_seconds must be in (0, 40] to stay well under Dagster's 60 s sensor "
-                f"timeout, got {self.tick_time_budget_seconds}"
+                f"Dagster's sensor evaluation timeout (DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS) is {timeout!r} s; "
+                f"airpeer needs at least {MIN_SENSOR_TIMEOUT:g} s to read a page and store a tick"
+            )
+        if not 0 < self.tick_time_budget_seconds <= self.max_tick_time_budget_seconds:
+            raise ValueError(
+                f"tick_time_budget_seconds must be in (0, {self.max_tick_time_budget_seconds:g}]: Dagster's sensor "
+                f"evaluation timeout is {timeout:g} s (DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS; raise it to allow a "
+                f"larger budget) and a tick needs {DEADLINE_MARGIN + MIN_IN_FLIGHT:g} s of it after the budget "
+                f"for the page in flight and for storing, got {self.tick_time_budget_seconds}"
+            )
+        minimum_window = timedelta(seconds=self.min_late_commit_window_seconds)
+        if self.late_commit_window < minimum_window:
+            raise ValueError(
+                f"late_commit_window must be at least {minimum_window.total_seconds():g} s (the tick's hard "
+                f"deadline of {self.hard_deadline_seconds:g} s plus {COMMIT_MARGIN:g} s, see docs/cursor.md), "
+                f"got {self.late_commit_window!r}"
             )
         if self.max_runs_per_tick < 1:
             raise ValueError(f"max_runs_per_tick must be >= 1, got {self.max_runs_per_tick}")
@@ -77,10 +104,24 @@ class SensorSettings:
             raise ValueError(f"max_parallel_requests must be in [1, 32], got {self.max_parallel_requests}")
 
     @property
+    def max_tick_time_budget_seconds(self) -> float:
+        """The largest `tick_time_budget_seconds` the sensor timeout in force allows."""
+        return self.sensor_timeout_seconds - DEADLINE_MARGIN - MIN_IN_FLIGHT
+
+    @property
     def hard_deadline_seconds(self) -> float:
-        # Budget for the page in flight and its retries once the soft budget is spent; the sum stays under
-        # Dagster's 60 s sensor timeout so a slow Airflow fails the tick cleanly instead of timing it out.
-        return self.tick_time_budget_seconds + 30.0
+        """When a tick abandons Airflow requests, in seconds from its start.
+
+        The soft budget plus up to 30 s for the page in flight and its retries, but always `DEADLINE_MARGIN`
+        short of Dagster's sensor timeout: a slow Airflow then fails the tick (or ends it after the pages
+        read) in airpeer's hands, instead of Dagster abandoning the evaluation and everything it read.
+        """
+        return min(self.tick_time_budget_seconds + IN_FLIGHT, self.sensor_timeout_seconds - DEADLINE_MARGIN)
+
+    @property
+    def min_late_commit_window_seconds(self) -> float:
+        """The shortest `late_commit_window` accepted: the hard deadline plus `COMMIT_MARGIN` (docs/cursor.md)."""
+        return self.hard_deadline_seconds + COMMIT_MARGIN
 
 
 class DagAssetResolver:

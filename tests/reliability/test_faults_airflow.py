@@ -57,7 +57,7 @@ def test_api_server_killed_between_pages_then_restarted(
         max_parallel_requests=1,  # the 4th request is then the 4th page, the first three are delivered
         real_sleep=True,
         lookback=LOOKBACK,
-        late_commit_window=timedelta(seconds=30),
+        late_commit_window=timedelta(seconds=60),
     )
     defs = peered.build()
     ticker = Ticker(dagster_instance, peered.sensor)

@@ -12,17 +12,21 @@ by SIGKILL right after it stored the first event of a tick.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
 import pytest
 
 from reliability import oracle
@@ -174,3 +178,143 @@ def test_real_daemon_killed_after_storing_events_before_the_cursor(
     # restarted first tick's lookback, measured later, no longer reaches it).
     assert set(verdict.doubled) <= set(stored_by_the_killed_tick)
     assert seeded3.run_ids
+
+
+# -- a slow Airflow under the real daemon: the tick ends in airpeer's hands, not Dagster's timeout --------------
+
+
+class SlowProxy:
+    """A loopback HTTP proxy to a real Airflow that turns slow for `slow_for` seconds from the `slow_from`-th
+    run-list request on: each request in that period waits `delay` seconds before it is forwarded."""
+
+    def __init__(self, upstream: str, *, slow_from: int, delay: float, slow_for: float) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.slow_from, self.delay, self.slow_for = slow_from, delay, slow_for
+        self.lists = 0
+        self.slow_since: float | None = None
+        self.delayed = 0
+        self._lock = threading.Lock()
+        self._client = httpx.Client(timeout=60)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                proxy.maybe_wait(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("host", "connection", "content-length")
+                }
+                try:
+                    answer = proxy._client.request(
+                        self.command, proxy.upstream + self.path, headers=headers, content=body
+                    )
+                except httpx.HTTPError:
+                    self.send_error(502)
+                    return
+                self.send_response(answer.status_code)
+                for key, value in answer.headers.items():
+                    if key.lower() not in (
+                        "content-length",
+                        "transfer-encoding",
+                        "connection",
+                        "content-encoding",
+                    ):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                # The client may have given up waiting, as it should.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _forward
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def maybe_wait(self, path: str) -> None:
+        with self._lock:
+            if "/dagRuns/list" in path:
+                self.lists += 1
+                if self.lists == self.slow_from:
+                    self.slow_since = time.monotonic()
+            slow = self.slow_since is not None and time.monotonic() - self.slow_since < self.slow_for
+            if slow:
+                self.delayed += 1
+        if slow:
+            time.sleep(self.delay)
+
+    def __enter__(self) -> SlowProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._client.close()
+
+
+def _ticks(instance: dg.DagsterInstance, name: str) -> list[Any]:
+    states = [s for s in instance.all_instigator_state() if s.name == name]
+    if not states:
+        return []
+    return list(instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id, limit=1000))
+
+
+@pytest.mark.integration
+def test_real_daemon_slow_airflow_with_the_largest_budget_is_not_cut_by_dagsters_timeout(
+    airflow3: Any, seeded3: Any, tmp_path: Path
+) -> None:
+    """#13.1: Dagster's sensor timeout at 30 s, the largest budget it allows (10 s). Airflow answers two
+    pages quickly, then every request waits 12 s (past the 10 s read timeout) for 45 s. Before the fix the
+    deadline was budget + 30 s = 40 s: the in-flight page's retries ran past 30 s and Dagster abandoned the
+    tick with everything it had read. Now the deadline is 15 s: the tick delivers the pages it read and
+    stores its cursor; later ticks fail cleanly (airpeer's error) until Airflow is fast again."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(f"load_from:\n  - python_file: {DEFS / 'crash_peer.py'}\n")
+    log = tmp_path / "daemon.log"
+    since = datetime.now(timezone.utc) - timedelta(minutes=29)
+    expected = oracle.completions(airflow3, since)
+    assert len(expected) >= 20
+    settings = {
+        "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": "30",
+        "AIRPEER_TEST_TICK_BUDGET_SECONDS": "10",
+        "AIRPEER_TEST_PAGE_SIZE": "5",
+        "AIRPEER_TEST_PARALLEL_REQUESTS": "1",
+        "AIRPEER_TEST_LOOKBACK_MINUTES": "30",
+    }
+    with SlowProxy(airflow3.url, slow_from=3, delay=12, slow_for=45) as proxy:
+
+        class ViaProxy:
+            url, username, password = proxy.url, airflow3.username, airflow3.password
+
+        daemon = _daemon(home, workspace, ViaProxy, log, settings)
+        try:
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+
+                def caught_up() -> bool:
+                    return not compare(expected, recorded_events(instance), since=since).lost
+
+                _wait(caught_up, 240, "every completion to be recorded", log)
+                verdict = compare(expected, recorded_events(instance), since=since)
+                ticks = _ticks(instance, "crash_peered__airflow_dag_runs")
+        finally:
+            _stop(daemon)
+    assert proxy.delayed > 0, "Airflow was never slow"
+    assert not verdict.lost and not verdict.doubled and not verdict.unexpected, verdict.summary()
+    errors = [t.error.message for t in ticks if t.error is not None]
+    # Dagster abandoning the evaluation shows as DagsterUserCodeUnreachableError (gRPC DEADLINE_EXCEEDED).
+    assert not [e for e in errors if "UserCodeUnreachable" in e or "DEADLINE_EXCEEDED" in e], errors
+    # The slow period's first tick kept what it had read: the earliest tick stored events and its cursor.
+    first = min(ticks, key=lambda t: t.timestamp)
+    # (SKIPPED is Dagster's status for a tick that requested no run; its asset events were stored.)
+    assert first.status.value in ("SUCCESS", "SKIPPED") and first.cursor is not None, first.error

@@ -1,4 +1,8 @@
-"""Definitions for the daemon crash test: the Airflow named by environment variables, a short lookback."""
+"""Definitions for the real-daemon tests: the Airflow named by environment variables, a short lookback.
+
+The slow-Airflow test also sets the page size, the requests in flight and the tick budget through
+AIRPEER_TEST_* variables.
+"""
 
 import os
 from datetime import timedelta
@@ -15,7 +19,10 @@ defs = build_defs_from_airflow_instance(
             password=dg.EnvVar("AIRPEER_TEST_AIRFLOW_PASSWORD"),
         ),
         name="crash_peered",
+        page_size=int(os.environ.get("AIRPEER_TEST_PAGE_SIZE", "100")),
     ),
     sensor_minimum_interval_seconds=2,
     lookback=timedelta(minutes=int(os.environ.get("AIRPEER_TEST_LOOKBACK_MINUTES", "10"))),
+    tick_time_budget_seconds=float(os.environ.get("AIRPEER_TEST_TICK_BUDGET_SECONDS", "8")),
+    max_parallel_requests=int(os.environ.get("AIRPEER_TEST_PARALLEL_REQUESTS", "4")),
 )
