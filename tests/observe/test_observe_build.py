@@ -193,7 +193,7 @@ def test_nothing_close_lists_the_names_that_exist(tmp_path: Path) -> None:
     mapped = assets_with_task_mappings(dag_id="rebuild", task_mappings={"zzz": [dg.AssetSpec("a")]})
     with pytest.raises(
         AirflowConfigError,
-        match="No task ids of DAG 'rebuild' is close; there are: 'build', 'export', 'load'",
+        match="None is close; the task ids of DAG 'rebuild' are: 'build', 'export', 'load'",
     ):
         _build(airflow.instance(), tmp_path, mapped)
 
@@ -397,3 +397,51 @@ def test_task_lists_parse_both_versions_and_skip_a_vanished_dag(version: str) ->
         "Build!",
     )
     assert (export.owner, export.trigger_rule) == ("data-eng", "all_success")
+
+
+def test_a_snapshot_stored_before_observe_still_loads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    airflow = Airflow("v1", {"rebuild": REBUILD_TASKS})
+    _build(airflow.instance(), tmp_path, [])
+    path = snapshot_path(tmp_path, "test_airflow")
+    raw = json.loads(path.read_text())
+    assert raw["tasks"] == {}
+    del raw["tasks"]  # as written by airpeer before observe
+    path.write_text(json.dumps(raw))
+    with caplog.at_level(logging.WARNING):
+        defs = _build(_down(), tmp_path, _tutorial_mappings())
+    assert "cannot check the task mappings of DAG(s) rebuild" in caplog.text
+    meta = defs.resolve_asset_graph().get(dg.AssetKey("customers")).metadata
+    assert meta["airflow/task_url"].value == f"{URL}/dags/rebuild/grid?task_id=build"
+    assert "airflow/operator" not in meta
+
+
+def test_the_rest_of_the_users_definitions_is_kept(tmp_path: Path) -> None:
+    airflow = Airflow("v2", {"rebuild": REBUILD_TASKS})
+
+    @dg.asset
+    def own() -> None: ...
+
+    @dg.asset_check(asset=own)
+    def own_is_fine() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True)
+
+    job = dg.define_asset_job("own_job", selection=[own])
+    user = dg.Definitions(
+        assets=[own, *_tutorial_mappings()],
+        asset_checks=[own_is_fine],
+        jobs=[job],
+        schedules=[dg.ScheduleDefinition(name="own_daily", job=job, cron_schedule="0 0 * * *")],
+        resources={"setting": dg.ResourceDefinition.hardcoded_resource(1)},
+    )
+    defs = build_defs_from_airflow_instance(
+        airflow_instance=airflow.instance(), snapshot_dir=tmp_path, defs=user
+    )
+    dg.Definitions.validate_loadable(defs)
+    assert defs.resolve_job_def("own_job") is not None
+    assert defs.get_schedule_def("own_daily") is not None
+    assert "setting" in (defs.resources or {})
+    graph = defs.resolve_asset_graph()
+    assert dg.AssetCheckKey(dg.AssetKey("own"), "own_is_fine") in graph.asset_check_keys
+    assert INSTANCE_KEY not in graph.get(dg.AssetKey("own")).metadata

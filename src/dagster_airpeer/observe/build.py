@@ -82,7 +82,7 @@ def _closest(name: str, candidates: Iterable[str], what: str) -> str:
     if not pool:
         return f"There are no {what}."
     more = f" (and {len(pool) - _MAX_NAMES} more)" if len(pool) > _MAX_NAMES else ""
-    return f"No {what} is close; there are: {', '.join(repr(c) for c in pool[:_MAX_NAMES])}{more}."
+    return f"None is close; the {what} are: {', '.join(repr(c) for c in pool[:_MAX_NAMES])}{more}."
 
 
 def _check(
@@ -132,8 +132,9 @@ def _check(
         dg.get_dagster_logger().warning(
             f"airpeer: cannot check the task mappings of DAG(s) {', '.join(sorted(set(unchecked)))} of Airflow "
             f"instance '{instance_name}': the snapshot in use (taken at "
-            f"{snapshot.fetched_at.isoformat(timespec='seconds')}) has no task list for them, because Airflow "
-            "was unreachable. Reload the code location once Airflow is back to check them."
+            f"{snapshot.fetched_at.isoformat(timespec='seconds')}) has no task list for them: it was taken "
+            "before they were mapped and Airflow is unreachable now, or the DAGs vanished from Airflow while the "
+            "code location loaded. Reload the code location once Airflow is back to check them."
         )
 
 
