@@ -80,22 +80,34 @@ def _user_checks_by_asset(
     return {key: tuple(checks) for key, checks in found.items()}
 
 
+def _spec_of_dag(
+    snapshot: AirflowSnapshot, instance_name: str, translator: DagsterAirflowTranslator
+) -> Callable[..., dg.AssetSpec]:
+    """The one path from a DAG to its asset spec, for the DAGs of the load and for DAGs the sensor meets later
+    (whose key must be the one their asset will have after a reload)."""
+
+    def spec_of(dag: Dag, source: str | None = None) -> dg.AssetSpec:
+        return translator.get_asset_spec(
+            instance_name,
+            dag,
+            dag_url=dag_ui_url(snapshot.webserver_url, snapshot.api_version, dag.dag_id),
+            source=source,
+        )
+
+    return spec_of
+
+
 def _asset_specs(
     snapshot: AirflowSnapshot,
     dags: Sequence[Dag],
     instance_name: str,
-    translator: DagsterAirflowTranslator,
+    spec_of: Callable[..., dg.AssetSpec],
 ) -> tuple[list[dg.AssetSpec], dict[str, dg.AssetKey]]:
     specs: list[dg.AssetSpec] = []
     keys: dict[str, dg.AssetKey] = {}
     owners_of_key: dict[dg.AssetKey, str] = {}
     for dag in dags:
-        spec = translator.get_asset_spec(
-            instance_name,
-            dag,
-            dag_url=dag_ui_url(snapshot.webserver_url, snapshot.api_version, dag.dag_id),
-            source=snapshot.sources.get(dag.dag_id),
-        )
+        spec = spec_of(dag, snapshot.sources.get(dag.dag_id))
         clash = owners_of_key.get(spec.key)
         if clash is not None:
             raise AirflowConfigError(
@@ -184,7 +196,8 @@ def build_defs_from_airflow_instance(
     # Observe: task lists only for the DAGs that have task mappings; the mappings are checked and wired below.
     tasks_for = task_lists_for(airflow_instance, task_mapped_dag_ids(defs, airflow_instance.name))
     snapshot = load_snapshot(airflow_instance, directory, sources_for=sources_for, tasks_for=tasks_for)
-    specs, dag_keys = _asset_specs(snapshot, selected(snapshot.dags), airflow_instance.name, translator)
+    spec_of = _spec_of_dag(snapshot, airflow_instance.name, translator)
+    specs, dag_keys = _asset_specs(snapshot, selected(snapshot.dags), airflow_instance.name, spec_of)
     observed = observe_definitions(
         instance_name=airflow_instance.name, snapshot=snapshot, dag_specs=specs, dag_keys=dag_keys, defs=defs
     )
@@ -200,7 +213,7 @@ def build_defs_from_airflow_instance(
         )
     sensor = build_dag_run_sensor(
         instance=airflow_instance,
-        resolver=DagAssetResolver(airflow_instance, dag_keys, translator, dag_selector_fn),
+        resolver=DagAssetResolver(airflow_instance, dag_keys, lambda dag: spec_of(dag).key, dag_selector_fn),
         settings=settings,
         user_checks_by_asset=user_checks,
         checks_job=checks_job,

@@ -18,7 +18,6 @@ from .airflow.instance import AirflowInstance
 from .airflow.models import Dag, DagRun
 from .events import AssetEvent, events_for_run
 from .feed import CompletionFeed, CursorError, FeedState, load_cursor_json
-from .translator import DagsterAirflowTranslator
 
 #: Seconds of Dagster's sensor timeout kept free after the hard deadline: building the tick's events, the
 #: event log check for a crashed tick's events, serialising the result.
@@ -128,21 +127,22 @@ class DagAssetResolver:
     """Maps a DAG id to its asset key, O(1) per run.
 
     DAGs that appeared in Airflow after the code location loaded are looked up once each (one request),
-    filtered by the same selector and translated by the same translator, so their runs are recorded under
-    the key the asset will have after the next reload instead of being lost.
+    filtered by the same selector and keyed by `key_of_dag`, the very function the definitions took their
+    asset specs' keys from, so their runs are recorded under the key the asset will have after the next
+    reload instead of being lost.
     """
 
     def __init__(
         self,
         instance: AirflowInstance,
         known: Mapping[str, dg.AssetKey],
-        translator: DagsterAirflowTranslator,
+        key_of_dag: Callable[[Dag], dg.AssetKey],
         dag_selector_fn: Callable[[Dag], bool] | None,
     ) -> None:
         self._instance = instance
         self._keys: dict[str, dg.AssetKey | None] = dict(known)
         self._known = frozenset(known)
-        self._translator = translator
+        self._key_of_dag = key_of_dag
         self._selector = dag_selector_fn
         self._lock = threading.Lock()
 
@@ -162,9 +162,7 @@ class DagAssetResolver:
                     # Deleted since its run ended: still record the run under the default key.
                     dag = Dag(dag_id=dag_id)
                 selected = self._selector is None or self._selector(dag)
-                self._keys[dag_id] = (
-                    self._translator.get_asset_key(self._instance.name, dag) if selected else None
-                )
+                self._keys[dag_id] = self._key_of_dag(dag) if selected else None
             return self._keys[dag_id]
 
 

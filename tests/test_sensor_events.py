@@ -1,0 +1,81 @@
+"""What the sensor emits, tick by tick, against the in-memory fake Airflow (reliability/fake_airflow.py) and a
+real Dagster instance, stored the way the daemon stores it (reliability/ticker.py).
+
+The real-Airflow counterparts are tests/test_sensor_integration.py and tests/reliability/*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from dagster_airpeer import Dag, DagsterAirflowTranslator
+from reliability.fake_airflow import FakeAirflow
+from reliability.harness import drain, peer_fake
+from reliability.ledger import recorded_events
+from reliability.ticker import Ticker
+
+
+@pytest.fixture
+def dagster_instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture
+def fake() -> FakeAirflow:
+    fake = FakeAirflow()
+    fake.add_dag("alpha")
+    fake.add_dag("beta")
+    return fake
+
+
+def _ago(seconds: float) -> datetime:
+    return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+
+
+def _keys(instance: dg.DagsterInstance) -> list[tuple[str, str, str]]:
+    return sorted(
+        (e.kind, str(e.metadata["airflow/dag_id"].value), str(e.metadata["airflow/run_id"].value))
+        for e in recorded_events(instance)
+    )
+
+
+# -- #13.2: one path decides a DAG's key ----------------------------------------------------------------------
+
+
+class Warehouse(DagsterAirflowTranslator):
+    """Changes keys in get_asset_spec only (get_asset_key keeps the default)."""
+
+    def get_asset_spec(self, instance_name: str, dag: Dag, *, dag_url: str, source: str | None = None) -> Any:
+        spec = super().get_asset_spec(instance_name, dag, dag_url=dag_url, source=source)
+        return spec.replace_attributes(key=dg.AssetKey(["warehouse", dag.dag_id]))
+
+
+def test_a_dag_added_after_the_load_is_keyed_like_its_asset_will_be(
+    fake: FakeAirflow, tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    peered = peer_fake(fake, tmp_path / "snap", translator=Warehouse())
+    defs = peered.build()
+    assert dg.AssetKey(["warehouse", "alpha"]) in defs.resolve_asset_graph().get_all_asset_keys()
+    ticker = Ticker(dagster_instance, peered.sensor)
+    fake.add_run("new_dag", "r1", _ago(60))  # a DAG Airflow gained after the code location loaded
+    drain(ticker, defs)
+    materialized = {
+        record.asset_key
+        for record in dagster_instance.fetch_materializations(
+            dg.AssetKey(["warehouse", "new_dag"]), limit=10
+        ).records
+    }
+    # Before #13.2 the run went to af/dag/new_dag (get_asset_key), a key no asset has after the reload.
+    assert materialized == {dg.AssetKey(["warehouse", "new_dag"])}
+    assert not dagster_instance.fetch_materializations(
+        dg.AssetKey(["peered", "dag", "new_dag"]), limit=10
+    ).records
+    reloaded = peered.build()
+    assert dg.AssetKey(["warehouse", "new_dag"]) in reloaded.resolve_asset_graph().get_all_asset_keys()
