@@ -340,6 +340,7 @@ def test_the_index_answers_the_sensors_questions() -> None:
     assert index.task_asset_keys("rebuild", "nope") == ()
     assert index.dag_asset_keys("rebuild") == (dg.AssetKey("summary"),)
     assert index.dag_asset_keys("other") == ()
+    assert len(index.asset_keys_of_dag("rebuild")) == 6 and index.asset_keys_of_dag("other") == ()
     assert index.mapped_task_ids("rebuild") == frozenset({"load", "build", "export"})
     assert index.task_mapped_dag_ids == frozenset({"rebuild"})
     task = index.task("rebuild", "build")

@@ -301,5 +301,6 @@ def observe_definitions(
         keys_by_dag={dag_id: _sorted(keys) for dag_id, keys in by_dag.items()},
         task_ids_by_dag={dag_id: frozenset(ids) for dag_id, ids in task_ids_by_dag.items()},
         tasks=task_of,
+        keys_of_dag={dag_id: _sorted(keys) for dag_id, keys in mapped_of_dag.items()},
     )
     return ObservedDefinitions(new_dag_specs, _with_assets(defs, assets), mappings)

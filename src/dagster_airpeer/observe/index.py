@@ -27,6 +27,8 @@ class ObservedMappings:
     task_ids_by_dag: Mapping[str, frozenset[str]] = field(default_factory=dict)
     #: (dag_id, task_id) -> the task as Airflow listed it (absent when the snapshot in use has no task list).
     tasks: Mapping[tuple[str, str], Task] = field(default_factory=dict)
+    #: dag_id -> every asset key mapped to the DAG or to one of its tasks.
+    keys_of_dag: Mapping[str, tuple[dg.AssetKey, ...]] = field(default_factory=dict)
 
     def task_asset_keys(self, dag_id: str, task_id: str) -> tuple[dg.AssetKey, ...]:
         """The assets a success of task ``task_id`` of DAG ``dag_id`` materializes (empty if none)."""
@@ -35,6 +37,10 @@ class ObservedMappings:
     def dag_asset_keys(self, dag_id: str) -> tuple[dg.AssetKey, ...]:
         """The assets mapped to the whole DAG ``dag_id`` (empty if none); the DAG's own asset is not among them."""
         return self.keys_by_dag.get(dag_id, ())
+
+    def asset_keys_of_dag(self, dag_id: str) -> tuple[dg.AssetKey, ...]:
+        """Every asset mapped to DAG ``dag_id`` or to one of its tasks (empty if none)."""
+        return self.keys_of_dag.get(dag_id, ())
 
     def mapped_task_ids(self, dag_id: str) -> frozenset[str]:
         """The tasks of ``dag_id`` that have mapped assets: the only task instances the sensor needs to read."""
