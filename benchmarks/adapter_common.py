@@ -13,8 +13,10 @@ imported at module level.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import logging
 import os
 import re
 import shutil
@@ -25,7 +27,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -52,6 +54,8 @@ class Adapter:
         self._events: list[Any] = []
         self._requests: Counter[str] = Counter()
         self._requests_lock = threading.Lock()
+        self._store_budget: float | None = None
+        self._store_spent = 0.0
 
     # ------------------------------------------------------------------ hooks for the libraries
 
@@ -86,6 +90,14 @@ class Adapter:
     def identify(self, event: Any) -> list[Any]:
         """Return ``[kind, dag_id, run_id, passed]`` of an event (kind "mat" or "check"; passed None for mats)."""
         raise NotImplementedError
+
+    def watermark(self, cursor: str | None) -> float | None:
+        """Epoch seconds of the position the library's cursor says everything before it was read."""
+        return None
+
+    def build_live_defs(self, *, history_from: float, sensor_interval_s: int | None) -> dg.Definitions:
+        """Definitions with the library's default sensor settings (the interval overridden when given)."""
+        raise NotImplementedError(f"{self.library} has no live case")
 
     def versions(self) -> dict[str, str]:
         """Versions of the packages that matter for this library."""
@@ -141,12 +153,36 @@ class Adapter:
 
     def cmd_sensor(self, history_from: float, deadline_s: float, max_ticks: int = 10_000,
                    profile_path: str | None = None, emit: Callable[[dict[str, Any]], None] | None = None,
-                   ) -> dict[str, Any]:  # fmt: skip
+                   store: bool = False, store_budget_s: float | None = None) -> dict[str, Any]:  # fmt: skip
         """Tick the sensor from ``history_from`` until a tick emits nothing (caught up), or the deadline.
 
         Definitions are built first (not timed). Every tick reports wall and CPU time, requests and events as
         a progress line, so the orchestrator keeps the figures of a run it has to kill at its time cap.
+
+        ``store``: end to end, as Dagster's sensor daemon runs a tick: the sensor's context holds a real
+        DagsterInstance (SQLite, in a temporary DAGSTER_HOME), and after each evaluation every asset event is
+        stored with ``report_runless_asset_event``, one after the other, before the next cursor is kept
+        (dagster/_daemon/sensor.py does exactly this). The storing is timed per tick, apart from the evaluation.
+        Without it the context holds an ephemeral instance and nothing is stored. ``store_budget_s`` bounds the
+        storing of the whole run (SQLite on a busy shared disk can take 10x longer per event): past it, the
+        tick's remaining events are counted as not stored, and the report extrapolates their time.
         """
+        self._store_budget = store_budget_s
+        self._store_spent = 0.0
+        with contextlib.ExitStack() as stack:
+            instance = stack.enter_context(_sqlite_instance()) if store else dg.DagsterInstance.ephemeral()
+            try:
+                return self._sensor_run(
+                    instance, store, history_from, deadline_s, max_ticks, profile_path, emit
+                )
+            finally:
+                if store:
+                    # That instance is disposed with its home; idle ticks after it get an ephemeral one.
+                    self._instance = dg.DagsterInstance.ephemeral()
+
+    def _sensor_run(self, instance: dg.DagsterInstance, store: bool, history_from: float, deadline_s: float,
+                    max_ticks: int, profile_path: str | None, emit: Callable[[dict[str, Any]], None] | None,
+                    ) -> dict[str, Any]:  # fmt: skip
         self.before_build()
         defs = self.build_defs(show_dag_source=False, cache_dir=None, history_from=history_from)
         repo = defs.get_repository_def()
@@ -155,7 +191,7 @@ class Adapter:
             raise RuntimeError(f"expected exactly one sensor, found {[s.name for s in sensors]}")
         sensor = sensors[0]
         self._defs = defs
-        self._instance = dg.DagsterInstance.ephemeral()
+        self._instance = instance
         self._cursor = self.initial_cursor(history_from)
         self._events = []
         _collect_garbage()
@@ -170,7 +206,7 @@ class Adapter:
         caught_up = False
         try:
             while len(ticks) < max_ticks:
-                tick = self._tick(sensor, repo)
+                tick = self._tick(sensor, repo, store=store)
                 ticks.append(tick)
                 if emit is not None:
                     emit({"tick": tick})
@@ -193,6 +229,7 @@ class Adapter:
             "caught_up": caught_up,
             "events": [self.identify(e) for e in self._events],
             "profile": profile,
+            "stored": store,
         }
 
     def cmd_idle(self, ticks: int) -> dict[str, Any]:
@@ -203,33 +240,85 @@ class Adapter:
         sensor = next(iter(repo.sensor_defs))
         return {"ticks": [self._tick(sensor, repo) for _ in range(ticks)]}
 
-    def cmd_store(self, limit: int | None = None) -> dict[str, Any]:
-        """Store the events of the last sensor run in a Dagster instance on disk (SQLite), as the daemon does."""
-        events = self._events if limit is None else self._events[:limit]
-        with tempfile.TemporaryDirectory(prefix="bench-dagster-home-") as home:
-            instance = dg.DagsterInstance.local_temp(home)
-            try:
-                started = time.perf_counter()
-                for event in events:
-                    instance.report_runless_asset_event(event)
-                wall = time.perf_counter() - started
-            finally:
-                instance.dispose()
-        return {"events": len(events), "wall_s": wall, "per_event_ms": 1000 * wall / max(1, len(events))}
+    def cmd_live(self, history_from: float, expected_runs: int, commits_path: str, stop_after_s: float,
+                 idle_ticks_after: int = 2, sensor_interval_s: int | None = None,
+                 emit: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:  # fmt: skip
+        """Tick the sensor at its own interval while the live seeder commits runs, as the daemon would.
+
+        A tick starts ``minimum_interval_seconds`` after the previous one started (or when it ends, if it took
+        longer), with the library's default settings. Events are checked, not stored: storing is measured by
+        the end-to-end sensor runs, and on SQLite it would take longer than the seeding itself here. Stops
+        once the seeder is done (its last line in ``commits_path``), every expected run was reported and
+        ``idle_ticks_after`` more ticks emitted nothing; or after ``stop_after_s``.
+        """
+        defs = self.build_live_defs(history_from=history_from, sensor_interval_s=sensor_interval_s)
+        repo = defs.get_repository_def()
+        sensor = next(iter(repo.sensor_defs))
+        interval = float(sensor.minimum_interval_seconds or 30)
+        self._defs = defs
+        self._cursor = self.initial_cursor(history_from)
+        self._events = []
+        started = time.monotonic()
+        ticks: list[dict[str, Any]] = []
+        reported: set[tuple[str, str]] = set()
+        quiet_after_all = 0
+        with _sqlite_instance() as instance:
+            self._instance = instance
+            while time.monotonic() - started < stop_after_s:
+                tick_start = time.time()
+                before = len(self._events)
+                tick = self._tick(sensor, repo, store=False)
+                new = [self.identify(e) for e in self._events[before:]]
+                self._events = []  # the identities are kept; 50,000 Dagster events need not be
+                tick.update(start=tick_start, end=time.time(), watermark=self.watermark(self._cursor),
+                            cursor_bytes=len(self._cursor or ""), identities=new)  # fmt: skip
+                reported.update((dag, run) for _, dag, run, _ in new)
+                ticks.append(tick)
+                if emit is not None:
+                    emit({"tick": {k: v for k, v in tick.items() if k != "identities"}})
+                done = _seeder_done(Path(commits_path))
+                if done and len(reported) >= expected_runs:
+                    quiet_after_all = quiet_after_all + 1 if tick["events"] == 0 else 0
+                    if quiet_after_all >= idle_ticks_after:
+                        break
+                wait = tick_start + interval - time.time()
+                if wait > 0:
+                    time.sleep(wait)
+        self._instance = None
+        return {"sensor": sensor.name, "interval_s": interval, "ticks": ticks,
+                "finished": quiet_after_all >= idle_ticks_after}  # fmt: skip
 
     # ------------------------------------------------------------------ internals
 
-    def _tick(self, sensor: dg.SensorDefinition, repo: Any) -> dict[str, Any]:
+    def _tick(self, sensor: dg.SensorDefinition, repo: Any, store: bool = False) -> dict[str, Any]:
         context = dg.build_sensor_context(instance=self._instance, cursor=self._cursor, repository_def=repo)
+        # The sensor's own log lines (airpeer reports its pages, and its event-log check, there).
+        captured = _Capture()
+        context.log.addHandler(captured)
         before = self.requests_snapshot()
         cpu0 = time.process_time()
         started = time.perf_counter()
         result = sensor(context)
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu0
+        context.log.removeHandler(captured)
         if not isinstance(result, dg.SensorResult):
             raise RuntimeError(f"sensor returned {type(result).__name__}, expected SensorResult")
         events = list(result.asset_events or [])
+        store_s = 0.0
+        stored = 0
+        if store:
+            assert self._instance is not None
+            # What the daemon does with a tick's result before it writes the cursor (dagster/_daemon/sensor.py).
+            stored_at = time.perf_counter()
+            budget = self._store_budget
+            for event in events:
+                if budget is not None and self._store_spent + time.perf_counter() - stored_at > budget:
+                    break
+                self._instance.report_runless_asset_event(event)
+                stored += 1
+            store_s = time.perf_counter() - stored_at
+            self._store_spent += store_s
         # airpeer returns its cursor on the result; dagster-airlift sets it on the context.
         self._cursor = result.cursor if result.cursor is not None else context.cursor
         self._events.extend(events)
@@ -240,7 +329,55 @@ class Adapter:
             "requests": sum(delta.values()),
             "endpoints": dict(delta),
             "events": len(events),
+            "store_s": store_s,
+            "stored": stored,
+            "unstored": len(events) - stored if store else 0,
+            "log": captured.lines,
         }
+
+
+class _Capture(logging.Handler):
+    """Keeps the sensor's log lines of one tick (the first few, shortened)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.lines) < 8:
+            self.lines.append(record.getMessage()[:600])
+
+
+@contextlib.contextmanager
+def _sqlite_instance() -> Iterator[dg.DagsterInstance]:
+    """A real DagsterInstance on SQLite in a temporary DAGSTER_HOME (Dagster's default storage), as the daemon's."""
+    home = tempfile.mkdtemp(prefix="bench-dagster-home-")
+    Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = home
+    try:
+        instance = dg.DagsterInstance.get()
+        try:
+            yield instance
+        finally:
+            instance.dispose()
+    finally:
+        if previous is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _seeder_done(path: Path) -> bool:
+    """Whether the live seeder wrote its last line (``{"done": true}``)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 200))
+            return b'"done": true' in handle.read()
+    except OSError:
+        return False
 
 
 _ID_SEGMENT = re.compile(r"/(dags|dagRuns|dagSources|taskInstances|dagVersions)/(?!(?:~|list)(?:/|$))[^/]+")
@@ -371,7 +508,7 @@ def _serve_lines(adapter: Adapter, send: Callable[[dict[str, Any]], None]) -> No
         try:
             if handler is None:
                 raise ValueError(f"unknown command {command!r}")
-            if command == "sensor":
+            if command in ("sensor", "live"):
                 request["emit"] = lambda progress: send({"progress": progress})
             send({"result": handler(**request)})
         except Exception:

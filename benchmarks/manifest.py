@@ -28,6 +28,8 @@ class SeededRun:
     logical_date: datetime
     start_date: datetime
     end_date: datetime
+    #: Live cases only: when the seeder commits the run (its end date, or later for a late commit).
+    commit_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Manifest:
                     r.run_id,
                     r.state,
                     *(d.isoformat() for d in (r.logical_date, r.start_date, r.end_date)),
+                    *([r.commit_at.isoformat()] if r.commit_at is not None else []),
                 ]
                 for r in self.runs
             ],
@@ -91,3 +94,41 @@ def build_manifest(dag_ids: list[str], runs: int, *, ties: bool, now: datetime |
             )
         )
     return Manifest(runs=tuple(seeded), start=first_end - timedelta(seconds=1))
+
+
+def build_live_manifest(
+    dag_ids: list[str],
+    runs: int,
+    *,
+    duration: timedelta,
+    start: datetime,
+    late_share: float,
+    late_max: timedelta,
+) -> Manifest:
+    """``runs`` completions ending evenly over ``duration`` from ``start`` (in the future), for the live seeder.
+
+    Each run is committed when it ends, except a ``late_share`` of them (chosen at random) committed up to
+    ``late_max`` later, as a busy scheduler does: their end dates are then behind runs already visible.
+    """
+    rng = random.Random(43)
+    failed = set(rng.sample(range(runs), int(runs * FAILED_SHARE)))
+    late = set(rng.sample(range(runs), int(runs * late_share)))
+    logical_base = (start - timedelta(days=400)).replace(microsecond=0)
+    step = duration / max(1, runs)
+    seeded = []
+    for i in range(runs):
+        end = start + step * i
+        logical = logical_base + timedelta(minutes=i)
+        delay = late_max * rng.uniform(0.1, 1.0) if i in late else timedelta(0)
+        seeded.append(
+            SeededRun(
+                dag_id=dag_ids[i % len(dag_ids)],
+                run_id=f"live__{logical.strftime('%Y%m%dT%H%M%S')}__{i:06d}",
+                state="failed" if i in failed else "success",
+                logical_date=logical,
+                start_date=end - RUN_DURATION,
+                end_date=end,
+                commit_at=end + delay,
+            )
+        )
+    return Manifest(runs=tuple(seeded), start=start - timedelta(seconds=1))

@@ -159,7 +159,7 @@ def _header(results: dict[str, Any]) -> list[str]:
         ],
         ["Python", m["python"]],
         ["Airflow", "; ".join(airflow) or "n/a"],
-        ["airpeer", versions.get("airpeer", "n/a")],
+        ["airpeer", versions.get("airpeer", "n/a") + _code_text(results.get("airpeer_code"))],
         ["dagster-airlift", versions.get("airlift", "n/a")],
     ]
     lines += ["## Machine and versions", "", *_table(["", ""], rows)]
@@ -208,11 +208,35 @@ def _header(results: dict[str, Any]) -> list[str]:
         "- Airflow 2's REST API has no batched signal that a DAG file changed (no versions, no hash); airpeer's "
         "source cache keys on `last_parsed_time`, so the *reload after a re-parse* row re-fetches every source. "
         "Airflow 3 keys on DAG versions, which a re-parse of an unchanged file does not create.",
-        "- Storing: the events of the sensor run are written with `report_runless_asset_event` into a temporary "
-        "DagsterInstance on disk (SQLite), at most the first 2000 events; per-event time is what scales.",
+        "- End to end (evaluation plus storing): one more sensor run per library and case, ticked the way "
+        "Dagster's sensor daemon ticks (`dagster/_daemon/sensor.py`): the sensor's context holds a real "
+        "DagsterInstance on SQLite in a temporary `DAGSTER_HOME`, and after each evaluation every asset event of "
+        "the tick is stored with `report_runless_asset_event`, one after the other, before the cursor is kept. "
+        "Evaluation and storing are timed apart. dagster-airlift's one run per case is this end-to-end run (its "
+        "evaluation figures are its ticks' times); airpeer's evaluation medians come from runs without storing. "
+        "airpeer's check of Dagster's event log before it emits (airpeer events stored since the previous cursor) "
+        "reads that instance; its time and records read are taken from the tick's own log line.",
+        "- Live: runs are committed into Airflow's database as they end (`seed_airflow.py --live`: every 0.5 s "
+        "the runs that ended are inserted in one transaction, `updated_at` set to that moment), a share of them "
+        "late (committed up to the stated delay after their end, inside the late-commit window). Meanwhile "
+        "airpeer's sensor ticks at its own interval with its default settings (time budget, runs per tick, "
+        "late-commit window), a tick starting one interval after the previous one started. Per tick: runs "
+        "committed by its start, new completions it delivered, requests, how far the cursor's watermark lags "
+        "the clock (Airflow runs on the same host), runs still waiting after it, and the longest wait from commit "
+        "to event. Events are checked against the seeded runs, not stored.",
         "",
     ]
     return lines
+
+
+def _code_text(code: dict[str, Any] | None) -> str:
+    if not code:
+        return ""
+    if code.get("src"):
+        return f"; measured at commit `{code['commit']}` (its `src/`, from `git archive`)"
+    return f"; the checkout at `{code['commit']}`" + (
+        " with uncommitted changes in `src/`" if code.get("dirty") else ""
+    )
 
 
 def _latency(stack: dict[str, Any]) -> list[str]:
@@ -452,20 +476,7 @@ def _sensor_case(stack: dict[str, Any], case: dict[str, Any]) -> list[str]:
             },
         ),
     ]
-    stores = {lib: res[lib].get("store") for lib in libs}
-    rows.append(
-        row(
-            "storing the events in a Dagster instance",
-            {
-                lib: (
-                    f"{store['per_event_ms']:.1f} ms per event ({store['events']} events in {_s(store['wall_s'])})"
-                    if store and not store.get("dnf")
-                    else "n/a"
-                )
-                for lib, store in stores.items()
-            },
-        )
-    )
+    rows += _e2e_rows(res, libs, row)
     if any("idle" in res[lib] for lib in libs):
         idle = {lib: res[lib]["idle"] for lib in libs if "idle" in res[lib]}
         rows.append(
@@ -490,6 +501,211 @@ def _sensor_case(stack: dict[str, Any], case: dict[str, Any]) -> list[str]:
         "",
         *_table(header, rows),
     ]
+
+
+def _e2e(res: dict[str, Any], lib: str) -> dict[str, Any] | None:
+    e2e = (res.get(lib) or {}).get("e2e")
+    return e2e if e2e and "store_s" in e2e else None
+
+
+def _store_time(e2e: dict[str, Any]) -> tuple[float, bool]:
+    """Storing time of the run; events left unstored past the storing budget at the measured rate per event."""
+    unstored = e2e.get("unstored", 0)
+    if not unstored or not e2e.get("stored"):
+        return float(e2e["store_s"]), False
+    return float(e2e["store_s"]) * (1 + unstored / e2e["stored"]), True
+
+
+def _e2e_total(e2e: dict[str, Any] | None) -> tuple[float | None, bool]:
+    if e2e is None:
+        return None, False
+    if e2e.get("dnf"):
+        return float(e2e.get("cap_s") or 0.0), True
+    return float(e2e["total_s"] + _store_time(e2e)[0]), False
+
+
+def _per_completion(e2e: dict[str, Any]) -> str:
+    check = e2e.get("check") or {}
+    reported = check.get("runs_reported")
+    if not reported:
+        return "n/a"
+    events = e2e["stored"] + e2e.get("unstored", 0)
+    return f"{events / reported:.2f} ({events} events for {reported} runs)"
+
+
+#: The sensor's log line about its check of Dagster's event log (item 17): a duration and a record count.
+_CHECK_TIME = re.compile(r"event[- ]log\b[^;\n]*?(\d+(?:\.\d+)?)\s*(ms|s)\b", re.I)
+_CHECK_RECORDS = re.compile(r"(\d+)\s+(?:records?|events?|entries|rows)\b[^;\n]*?read|read\s+(\d+)", re.I)
+
+
+def event_log_checks(e2e: dict[str, Any] | None) -> list[tuple[float, int | None]]:
+    """(seconds, records read) of airpeer's event-log check, per tick, parsed from the ticks' log lines."""
+    found: list[tuple[float, int | None]] = []
+    for lines in (e2e or {}).get("tick_logs", []):
+        for line in lines:
+            if "event log" not in line.lower() and "event-log" not in line.lower():
+                continue
+            time_match = _CHECK_TIME.search(line)
+            if time_match is None:
+                continue
+            seconds = float(time_match.group(1)) / (1000 if time_match.group(2).lower() == "ms" else 1)
+            records = _CHECK_RECORDS.search(line)
+            found.append((seconds, int(next(g for g in records.groups() if g)) if records else None))
+            break
+    return found
+
+
+def _check_cell(e2e: dict[str, Any] | None) -> str | None:
+    checks = event_log_checks(e2e)
+    if not checks:
+        return None
+    times = [t for t, _ in checks]
+    records = [r for _, r in checks if r is not None]
+    text = f"{' + '.join(_s(t) for t in times)} over {len(checks)} ticks"
+    if records:
+        text += f"; records read per tick: {' + '.join(map(str, records))}"
+    return text
+
+
+def _e2e_rows(res: dict[str, Any], libs: list[str], row: Any) -> list[list[str]]:
+    e2es = {lib: _e2e(res, lib) for lib in libs}
+    if not any(e2es.values()):
+        return []
+    both = "airlift" in libs
+    totals = {lib: _e2e_total(e) for lib, e in e2es.items()}
+
+    def total_cell(e2e: dict[str, Any] | None) -> str:
+        if e2e is None:
+            return "not run"
+        if e2e.get("dnf"):
+            return f"did not finish in {e2e['cap_s']:.0f} s ({e2e['stored']} events stored by then)"
+        store, extrapolated = _store_time(e2e)
+        return (
+            f"{_s(e2e['total_s'] + store)} (evaluation {_s(e2e['total_s'])} + storing {_s(store)}"
+            + (
+                f"; {e2e['stored']} events stored in {_s(e2e['store_s'])}, the other {e2e['unstored']} "
+                "extrapolated at that rate: storing budget of the run reached"
+                if extrapolated
+                else ""
+            )
+            + ")"
+        )
+
+    a_total, a_dnf = totals.get("airlift", (None, False))
+    p_total, _ = totals.get("airpeer", (None, False))
+    rows = [
+        row(
+            "end to end, one run: evaluation + storing as Dagster's daemon does",
+            {lib: total_cell(e) for lib, e in e2es.items()},
+            _ratio(a_total, p_total, a_dnf) if both else "",
+        ),
+        row(
+            "events stored per run reported",
+            {lib: _per_completion(e) for lib, e in e2es.items() if e and not e.get("dnf")},
+        ),
+        row(
+            "storing, per event (SQLite)",
+            {
+                lib: f"{1000 * e['store_s'] / e['stored']:.1f} ms ({e['stored']} events)"
+                for lib, e in e2es.items()
+                if e and e.get("stored")
+            },
+        ),
+        row(
+            "end to end: lost / doubled runs",
+            {
+                lib: f"{e['check']['lost']} / {e['check']['doubled']}"
+                for lib, e in e2es.items()
+                if e and "check" in e
+            },
+        ),
+    ]
+    check = _check_cell(e2es.get("airpeer"))
+    if check is not None:
+        rows.append(row("airpeer's event-log check before emitting (in the evaluation)", {"airpeer": check}))
+    return rows
+
+
+def _live(stack: dict[str, Any]) -> list[str]:
+    live = stack.get("live")
+    if not live:
+        return []
+    case = live["case"]
+    check = live["check"]
+    lines = [
+        f"#### Live: {live['label']}, N={stack['dags']} DAGs",
+        "",
+        f"{live['committed']} runs committed as they ended over {_s(live['seeding_s'])} "
+        f"({live['late_runs']} of them late, up to {case['late_max_s']:g} s after their end); airpeer's sensor "
+        f"ticking every {live['interval_s']:g} s with its default settings"
+        + (" (interval shortened for the tiny run)" if case.get("interval_s") else "")
+        + f". Load average before: {', '.join(f'{x:.2f}' for x in live.get('loadavg_before', []))}; after: "
+        f"{', '.join(f'{x:.2f}' for x in live.get('loadavg_after', []))}.",
+        "",
+    ]
+    rows = [
+        [
+            str(r["tick"]),
+            f"{r['at_s']:.0f} s",
+            str(r["committed"]),
+            str(r["delivered"]),
+            str(r["requests"]),
+            _s(r["wall_s"]),
+            "n/a" if r["watermark_lag_s"] is None else _s(r["watermark_lag_s"]),
+            str(r["backlog"]),
+            "" if r["max_delay_s"] is None else _s(r["max_delay_s"]),
+        ]
+        for r in live["rows"]
+    ]
+    lines += _table(
+        [
+            "tick",
+            "started (from the first commit)",
+            "runs committed by then",
+            "new completions delivered",
+            "requests",
+            "tick time",
+            "watermark behind the clock",
+            "committed before the tick, still waiting after it",
+            "longest wait, commit to event",
+        ],
+        rows,
+    )
+    summary = [
+        ["runs reported / committed", f"{check['runs_reported']} / {live['committed']}"],
+        ["lost / doubled / unexpected", f"{check['lost']} / {check['doubled']} / {check['unexpected']}"],
+        [
+            "events",
+            f"{check['events']} ({check['materializations']} materializations, {check['passing_checks']} "
+            f"passing + {check['failing_checks']} failing checks)",
+        ],
+        ["ticks that delivered nothing while runs were waiting (stalls)", str(len(live["stalled_ticks"]))],
+        [
+            "ticks after the last commit until nothing was waiting",
+            str(live["ticks_to_catch_up_after_seeding"])
+            if live["ticks_to_catch_up_after_seeding"]
+            else "never",
+        ],
+        ["longest wait, commit to event", _s(live["max_delay_s"])],
+        ["longest tick", _s(live["max_tick_s"])],
+        [
+            "HTTP requests",
+            f"{live['requests']} ({1000 * live['requests'] / max(1, live['committed']):.1f} per 1000 runs)",
+        ],
+    ]
+    return [*lines, *_table(["", "airpeer"], summary)]
+
+
+def _live_verdict(live: dict[str, Any]) -> bool:
+    check = live["check"]
+    return (
+        check["lost"] == 0
+        and check["doubled"] == 0
+        and check["unexpected"] == 0
+        and not live["stalled_ticks"]
+        and live["ticks_to_catch_up_after_seeding"] is not None
+        and live["ticks_to_catch_up_after_seeding"] <= 2
+    )
 
 
 # ---------------------------------------------------------------------------------------------- targets
@@ -654,11 +870,64 @@ def _targets(results: dict[str, Any]) -> list[str]:
                         _verdict(wall is not None and wall < 0.5 and reqs <= _IDLE_REQUESTS_BOUND),
                     ]
                 )
+        for case in stack.get("sensors", []):
+            res = case["results"]
+            name = f"sensor ({where}, {case['label']})"
+            p_e2e, a_e2e = _e2e(res, "airpeer"), _e2e(res, "airlift")
+            if p_e2e is not None and not p_e2e.get("dnf"):
+                p_total, _ = _e2e_total(p_e2e)
+                a_total, a_dnf = _e2e_total(a_e2e)
+                rows.append(
+                    [
+                        f"(extra) end to end, {name}",
+                        "none: evaluation + storing as the daemon does (issue 13, item 20)",
+                        f"{_s(p_total)} vs {_s(a_total)}{' (did not finish)' if a_dnf else ''}"
+                        + (f": {_ratio(a_total, p_total, a_dnf)}" if a_e2e is not None else "")
+                        + f"; storing {_s(_store_time(p_e2e)[0])} of it"
+                        + (" (partly extrapolated)" if _store_time(p_e2e)[1] else "")
+                        + f"; {_per_completion(p_e2e)} events per run",
+                        "informational",
+                    ]
+                )
+            check = _check_cell(p_e2e)
+            if check is not None and n >= 1000:
+                rows.append(
+                    [
+                        f"(extra) event-log check per tick, {name}",
+                        "none: what the check costs (issue 13, item 17)",
+                        check,
+                        "informational",
+                    ]
+                )
+        live = stack.get("live")
+        if live:
+            check = live["check"]
+            rows.append(
+                [
+                    f"live, {live['label']} ({where})",
+                    "no stall; 0 lost, 0 doubled (issue 13, item 19)",
+                    f"{check['lost']} lost, {check['doubled']} doubled of {live['committed']}; "
+                    f"{len(live['stalled_ticks'])} stalled ticks; caught up "
+                    + (
+                        f"{live['ticks_to_catch_up_after_seeding']} tick(s) after the last commit"
+                        if live["ticks_to_catch_up_after_seeding"]
+                        else "never"
+                    )
+                    + f"; longest wait {_s(live['max_delay_s'])}, longest tick {_s(live['max_tick_s'])}",
+                    _verdict(_live_verdict(live)),
+                ]
+            )
     # Exactly-once over every airpeer run of every case.
     total_runs = lost = doubled = bad = 0
     for stack in stacks:
+        if stack.get("live"):
+            total_runs += 1
+            lost += stack["live"]["check"]["lost"]
+            doubled += stack["live"]["check"]["doubled"]
+            bad += stack["live"]["check"]["unexpected"] + stack["live"]["check"]["wrong_check_outcome"]
         for case in stack.get("sensors", []):
-            for run in (case["results"].get("airpeer") or {}).get("runs", []):
+            airpeer = case["results"].get("airpeer") or {}
+            for run in [*airpeer.get("runs", []), *([airpeer["e2e"]] if airpeer.get("e2e") else [])]:
                 if "check" in run:
                     total_runs += 1
                     lost += run["check"]["lost"]
@@ -773,6 +1042,7 @@ def render(results: dict[str, Any]) -> str:
         lines += _loads(stack)
         for case in stack.get("sensors", []):
             lines += _sensor_case(stack, case)
+        lines += _live(stack)
     lines += _profiles(results)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -781,10 +1051,103 @@ def render(results: dict[str, Any]) -> str:
 _KEPT = re.compile(r"<!-- soak:start -->.*?<!-- soak:end -->", re.S)
 
 
+_HEADING = re.compile(r"^(#{2,4}) (.+)$")
+_RUN_OF = re.compile(r"Command: `(?P<command>[^`]+)`\. Run from (?P<started>\S+) to")
+#: Sections of the page that always describe the run that wrote it.
+_OWN_SECTIONS = ("Machine and versions", "Method", "Targets (airpeer)", "Soak (`make soak`)")
+_KEPT_MARK = "*Not re-run:"
+
+
+def _blocks(text: str) -> tuple[list[str], list[tuple[tuple[str, ...], list[str]]]]:
+    """The lines before the first `##` heading, and each heading's block keyed by its path of headings."""
+    preamble: list[str] = []
+    blocks: list[tuple[tuple[str, ...], list[str]]] = []
+    path: list[tuple[int, str]] = []
+    for line in text.splitlines():
+        match = _HEADING.match(line)
+        if match:
+            level = len(match.group(1))
+            path = [(lvl, h) for lvl, h in path if lvl < level] + [(level, match.group(2))]
+            blocks.append((tuple(h for _, h in path), [line]))
+        elif blocks:
+            blocks[-1][1].append(line)
+        else:
+            preamble.append(line)
+    return preamble, blocks
+
+
+def _table_rows(lines: list[str]) -> list[list[str]]:
+    rows = []
+    for line in lines:
+        if line.startswith("| ") and not line.startswith("|---"):
+            rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+    return rows
+
+
+def merge_kept(new_text: str, old_text: str) -> str:
+    """`new_text` plus what `old_text` had and the new run did not measure, each part marked with its run.
+
+    A run of some plans or cases only (`--only`, `--cases`) renders only what it measured; the sections and
+    target rows of the page before that it did not re-run are kept, marked with the run that produced them.
+    """
+    run = _RUN_OF.search(old_text)
+    if run is None:
+        return new_text
+    when = run.group("started").replace("T", " ")[:16] + " UTC"
+    mark = f"{_KEPT_MARK} from the run of {when} (`{run.group('command')}`).*"
+    _, old_blocks = _blocks(old_text)
+    preamble, new_blocks = _blocks(new_text)
+    new_keys = {key for key, _ in new_blocks}
+    merged = list(new_blocks)
+    for index, (key, lines) in enumerate(old_blocks):
+        if key in new_keys or key[0] in _OWN_SECTIONS:
+            continue
+        kept = [*lines]
+        if not any(_KEPT_MARK in line for line in kept):
+            kept[1:1] = ["", mark]
+        children = [(k, body) for k, body in old_blocks[index + 1 :] if k[: len(key)] == key]
+        merged_keys = [k for k, _ in merged]
+        # Where it was: after its preceding sibling (and that one's subsections), else right after its parent.
+        siblings = [k for k, _ in old_blocks[:index] if k[:-1] == key[:-1] and len(k) == len(key)]
+        placed = next((k for k in reversed(siblings) if k in merged_keys), None)
+        if placed is not None:
+            at = max(i for i, k in enumerate(merged_keys) if k[: len(placed)] == placed) + 1
+        elif key[:-1] in merged_keys:
+            at = merged_keys.index(key[:-1]) + 1
+        else:
+            at = len(merged)
+        merged[at:at] = [(key, kept), *children]
+        new_keys.update({key, *(k for k, _ in children)})
+    # Target rows of the old page that this run did not produce.
+    targets = next((i for i, (k, _) in enumerate(merged) if k == ("Targets (airpeer)",)), None)
+    old_targets = next((lines for k, lines in old_blocks if k == ("Targets (airpeer)",)), None)
+    if targets is not None and old_targets is not None:
+        lines = merged[targets][1]
+        have = {tuple(r[:2]) for r in _table_rows(lines)}
+        extra = []
+        for row in _table_rows(old_targets)[1:]:
+            if tuple(row[:2]) in have or row[0].startswith("every case"):
+                continue
+            if "(run of" not in row[-1]:
+                row[-1] += f" (run of {when})"
+            extra.append("| " + " | ".join(row) + " |")
+        last = max(i for i, line in enumerate(lines) if line.startswith("| "))
+        lines[last + 1 : last + 1] = extra
+    out = [*preamble]
+    for _, lines in merged:
+        out += lines
+    return "\n".join(out).rstrip() + "\n"
+
+
 def write_report(path: Path, results: dict[str, Any]) -> None:
-    """Write BENCHMARKS.md from `results`, keeping the block another tool maintains in the same file."""
+    """Write BENCHMARKS.md from `results`, keeping the block another tool maintains in the same file.
+
+    A partial run (``results["partial"]``) also keeps what the page before had and this run did not re-run.
+    """
     text = render(results)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if results.get("partial") and not results.get("tiny") and old:
+        text = merge_kept(text, _KEPT.sub("", old).replace("## Soak (`make soak`)", ""))
     kept = _KEPT.search(old)
     if kept is not None:
         text = text.rstrip("\n") + "\n\n## Soak (`make soak`)\n\n" + kept.group(0) + "\n"

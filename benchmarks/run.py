@@ -6,8 +6,10 @@ airpeer's own figures) it writes N DAG files, starts Airflow on 127.0.0.1, and r
 * loads: build the definitions (DAG metadata only; with DAG sources, first load and reloads);
 * sensors: seed K finished runs through Airflow's ORM, then tick each library's sensor from the same start
   until it is caught up, checking every event against the seeded runs (lost, doubled);
-* idle ticks once caught up, the time to store the events in a Dagster instance, and a profile of airpeer's
-  sensor.
+* idle ticks once caught up, then the same sensor run end to end (each tick's events stored in a real SQLite
+  DagsterInstance, as Dagster's daemon stores them), and a profile of airpeer's sensor;
+* live (airpeer): runs committed into Airflow as they end, tens of thousands over minutes, while the sensor
+  ticks at its own interval with its default settings: per tick what was delivered and how far behind it is.
 
 Results go to ``WORK/results.json`` and the report (BENCHMARKS.md) is rendered from it by
 :mod:`benchmarks.report`. dagster-airlift gets a time cap per command and is reported as "did not finish"
@@ -28,8 +30,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,7 @@ from devtools.airflow_stack import AirflowStack
 from . import latency
 from .dagfiles import TASK_IDS, write_dag_files
 from .driver import AdapterError, AdapterProcess, AdapterTimeout
-from .manifest import Manifest, build_manifest
+from .manifest import Manifest, build_live_manifest, build_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONS = {
@@ -66,6 +68,26 @@ class SensorCase:
 
 
 @dataclass(frozen=True)
+class LiveCase:
+    """``runs`` completions committed into Airflow as they end over ``duration_s`` (airpeer, real time).
+
+    A ``late_share`` of them is committed up to ``late_max_s`` after its end (inside the late-commit window).
+    The sensor ticks at its default interval unless ``interval_s`` is given (the tiny run).
+    """
+
+    runs: int
+    duration_s: float
+    late_share: float = 0.01
+    late_max_s: float = 120.0
+    interval_s: int | None = None
+    idle_ticks_after: int = 2
+
+    @property
+    def label(self) -> str:
+        return f"{self.runs} completions in {self.duration_s / 60:g} minutes"
+
+
+@dataclass(frozen=True)
 class StackPlan:
     """One Airflow with N DAG files and the cases run against it."""
 
@@ -75,6 +97,11 @@ class StackPlan:
     loads: bool = False
     latency: bool = False
     sensors: tuple[SensorCase, ...] = ()
+    live: LiveCase | None = None
+
+
+#: Parts of a plan `--cases` can select.
+CASE_KINDS = ("loads", "sensors", "live")
 
 
 @dataclass(frozen=True)
@@ -87,8 +114,12 @@ class Settings:
     latency_samples: int
     airlift_cap_s: float
     airpeer_cap_s: float
-    store_limit: int
+    #: Storing time allowed to one end-to-end run; past it the rest is extrapolated (see cmd_sensor).
+    store_budget_s: float = 150.0
     plans: tuple[StackPlan, ...] = field(default_factory=tuple)
+    cases: tuple[str, ...] = CASE_KINDS
+    #: Where airpeer is imported from (the sources of --airpeer-commit); None: the checkout itself.
+    airpeer_src: str | None = None
 
 
 BOTH = ("airpeer", "airlift")
@@ -105,6 +136,7 @@ FULL_PLANS = (
             SensorCase(10_000, profile=True),
             SensorCase(10_000, ties=True, airlift=False),
         ),
+        live=LiveCase(50_000, 300.0),
     ),
     StackPlan(3, 100, ("airpeer",), sensors=(SensorCase(1000), SensorCase(1000, ties=True))),
     StackPlan(
@@ -118,6 +150,7 @@ FULL_PLANS = (
             SensorCase(10_000, profile=True),
             SensorCase(10_000, ties=True),
         ),
+        live=LiveCase(50_000, 300.0),
     ),
 )
 TINY_PLANS = (
@@ -129,7 +162,15 @@ TINY_PLANS = (
         latency=True,
         sensors=(SensorCase(30, idle_after=True, profile=True), SensorCase(30, ties=True)),
     ),
-    StackPlan(3, 5, ("airpeer",), loads=True, latency=True, sensors=(SensorCase(30, idle_after=True),)),
+    StackPlan(
+        3,
+        5,
+        ("airpeer",),
+        loads=True,
+        latency=True,
+        sensors=(SensorCase(30, idle_after=True),),
+        live=LiveCase(300, 12.0, late_share=0.02, late_max_s=4.0, interval_s=2, idle_ticks_after=1),
+    ),
 )
 
 
@@ -220,6 +261,13 @@ def summarize_ticks(ticks: list[dict[str, Any]]) -> dict[str, Any]:
         "endpoints": dict(endpoints),
         "events": sum(t["events"] for t in ticks),
         "tick_walls": walls,
+        # End to end (runs with storing): the daemon's storing after each evaluation, and the sensor's log.
+        "store_s": sum(t.get("store_s", 0.0) for t in ticks),
+        "stored": sum(t.get("stored", 0) for t in ticks),
+        "unstored": sum(t.get("unstored", 0) for t in ticks),
+        "tick_store_s": [t.get("store_s", 0.0) for t in ticks],
+        "tick_events": [t["events"] for t in ticks],
+        "tick_logs": [t.get("log", []) for t in ticks],
     }
 
 
@@ -277,15 +325,25 @@ class StackRun:
             say(f"Airflow {self.result['airflow_version']} ready, {plan.dags} DAGs listed after "
                 f"{self.result['dags_listed_s']:.1f} s")  # fmt: skip
             for library in plan.libraries:
-                adapter = AdapterProcess(library, PYTHONS[library], self.dir / f"adapter-{library}.log")
+                env = None
+                if library == "airpeer" and self.settings.airpeer_src:
+                    # The sources of one commit, ahead of the editable install's /work/main/src on sys.path.
+                    env = {**os.environ, "PYTHONPATH": self.settings.airpeer_src}
+                adapter = AdapterProcess(
+                    library, PYTHONS[library], self.dir / f"adapter-{library}.log", env=env
+                )
                 self.adapters[library] = adapter
                 info = adapter.call("init", cap_s=300, url=stack.url, username=stack.username, major=plan.major,
                                     password=stack.password)  # fmt: skip
                 self.result.setdefault("library_versions", {})[library] = info["versions"]
-            if plan.loads:
+            cases = self.settings.cases
+            if plan.loads and "loads" in cases:
                 self.run_loads()
-            for index, case in enumerate(plan.sensors):
-                self.run_sensor_case(case, measure_latency=plan.latency and index == 0)
+            if "sensors" in cases:
+                for index, case in enumerate(plan.sensors):
+                    self.run_sensor_case(case, measure_latency=plan.latency and index == 0)
+            if plan.live is not None and "live" in cases and "airpeer" in plan.libraries:
+                self.run_live_case(plan.live)
         finally:
             for adapter in self.adapters.values():
                 adapter.close()
@@ -391,11 +449,16 @@ class StackRun:
         repeats = s.sensor_repeats if library == "airpeer" else 1
         runs: list[dict[str, Any]] = []
         out: dict[str, Any] = {"runs": runs}
+        # dagster-airlift runs once (minutes): that run is end to end, its events stored tick by tick, and its
+        # evaluation figures are the ticks' own times. airpeer's timed runs evaluate only (medians of several);
+        # one more run of it is end to end.
+        end_to_end = library == "airlift"
         for attempt in range(repeats):
             say(f"  {library}: sensor run {attempt + 1}/{repeats}")
             try:
                 raw = adapter.call("sensor", cap_s=self.cap(library), history_from=history_from,
-                                   deadline_s=self.cap(library))  # fmt: skip
+                                   deadline_s=self.cap(library), store=end_to_end,
+                                   store_budget_s=s.store_budget_s)  # fmt: skip
             except AdapterTimeout as exc:
                 ticks = [p["tick"] for p in exc.progress if "tick" in p]
                 summary = summarize_ticks(ticks)
@@ -404,11 +467,15 @@ class StackRun:
                 say(f"  {library}: did not finish in {self.cap(library):.0f} s "
                     f"({summary['events']} events in {summary['ticks']} ticks)")  # fmt: skip
                 out["dnf"] = True
+                if end_to_end:
+                    out["e2e"] = summary
                 return out
             summary = summarize_ticks(raw["ticks"])
             summary["caught_up"] = raw["caught_up"]
             summary["check"] = check_events(raw["events"], manifest, library)
             runs.append(summary)
+            if end_to_end:
+                out["e2e"] = summary
             say(f"  {library}: {summary['ticks']} ticks, {summary['total_s']:.2f} s, {summary['requests']} requests,"
                 f" {summary['events']} events, lost {summary['check']['lost']}, doubled {summary['check']['doubled']}")  # fmt: skip
         # Ticks after the one that emitted nothing: a sensor that is really caught up reads O(1) pages here.
@@ -418,11 +485,24 @@ class StackRun:
             out["idle"] = adapter.call("idle", cap_s=self.cap(library), ticks=idle_ticks)["ticks"]
         except AdapterTimeout:
             out["idle_dnf"] = True
-        say(f"  {library}: storing the events in a Dagster instance")
-        try:
-            out["store"] = adapter.call("store", cap_s=self.cap(library), limit=s.store_limit)
-        except AdapterTimeout:
-            out["store"] = {"dnf": True}
+        if not end_to_end:
+            say(
+                f"  {library}: sensor run end to end (events stored in a SQLite DagsterInstance, as the daemon)"
+            )
+            try:
+                raw = adapter.call("sensor", cap_s=self.cap(library) + s.store_budget_s,
+                                   history_from=history_from, deadline_s=self.cap(library), store=True,
+                                   store_budget_s=s.store_budget_s)  # fmt: skip
+                e2e = summarize_ticks(raw["ticks"])
+                e2e["caught_up"] = raw["caught_up"]
+                e2e["check"] = check_events(raw["events"], manifest, library)
+                out["e2e"] = e2e
+                say(f"  {library}: end to end {e2e['total_s']:.2f} s evaluation + {e2e['store_s']:.2f} s storing "
+                    f"{e2e['stored']} events; lost {e2e['check']['lost']}, doubled {e2e['check']['doubled']}")  # fmt: skip
+            except AdapterTimeout as exc:
+                e2e = summarize_ticks([p["tick"] for p in exc.progress if "tick" in p])
+                e2e.update(dnf=True, cap_s=self.cap(library), caught_up=False)
+                out["e2e"] = e2e
         if case.profile and library == "airpeer":
             say(f"  {library}: profiled sensor run (pyinstrument)")
             profile_path = self.dir / f"profile-airpeer-n{self.plan.dags}-k{case.runs}.txt"
@@ -431,6 +511,122 @@ class StackRun:
             out["profile"] = {**(raw.get("profile") or {}), "text_path": str(profile_path),
                               "run": summarize_ticks(raw["ticks"])}  # fmt: skip
         return out
+
+    # -- live ---------------------------------------------------------------------------------------------
+
+    def run_live_case(self, live: LiveCase) -> None:
+        """Commit runs as they end while airpeer's sensor ticks at its interval; see :func:`analyze_live`."""
+        assert self.stack is not None
+        say(f"live, N={self.plan.dags}, {live.label}: seeding in real time while the sensor ticks")
+        # The first runs end a few seconds from now: the seeder's interpreter and the sensor's load start first.
+        start = datetime.now(timezone.utc) + timedelta(seconds=8)
+        manifest = build_live_manifest(self.dag_ids, live.runs, duration=timedelta(seconds=live.duration_s),
+                                       start=start, late_share=live.late_share,
+                                       late_max=timedelta(seconds=live.late_max_s))  # fmt: skip
+        path = self.dir / f"manifest-live-{live.runs}.json"
+        manifest.write(path, self.dag_ids, TASK_IDS)
+        commits = self.dir / f"live-commits-{live.runs}.jsonl"
+        commits.unlink(missing_ok=True)
+        interval = live.interval_s or 30
+        stop_after = live.duration_s + live.late_max_s + (4 + live.idle_ticks_after) * interval
+        loadavg = os.getloadavg()
+        with (self.dir / "live-seeder.log").open("w") as seeder_log:
+            seeder = subprocess.Popen(
+                [str(self.stack.python()), str(Path(__file__).with_name("seed_airflow.py")), "--live", str(path),
+                 str(commits)],
+                env=self.stack.env, stdout=seeder_log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            try:
+                raw = self.adapters["airpeer"].call(
+                    "live", cap_s=stop_after + 120, history_from=manifest.start.timestamp() - START_MARGIN_S,
+                    expected_runs=live.runs, commits_path=str(commits), stop_after_s=stop_after,
+                    idle_ticks_after=live.idle_ticks_after, sensor_interval_s=live.interval_s,
+                )  # fmt: skip
+            finally:
+                try:
+                    seeder.wait(timeout=live.duration_s + 60)
+                except subprocess.TimeoutExpired:
+                    seeder.terminate()
+                    seeder.wait(timeout=30)
+        if seeder.returncode != 0:
+            raise RuntimeError(
+                f"live seeding failed (exit {seeder.returncode}); see {self.dir / 'live-seeder.log'}"
+            )
+        entry = analyze_live(raw, manifest, commits)
+        entry.update(
+            case=asdict(live), label=live.label, loadavg_before=loadavg, loadavg_after=os.getloadavg()
+        )
+        self.result["live"] = entry
+        say(f"  live: {entry['ticks']} ticks, {entry['check']['runs_reported']} / {live.runs} runs, lost "
+            f"{entry['check']['lost']}, doubled {entry['check']['doubled']}, longest wait {entry['max_delay_s']:.1f} s")  # fmt: skip
+
+
+def analyze_live(raw: dict[str, Any], manifest: Manifest, commits_path: Path) -> dict[str, Any]:
+    """Per tick of a live case: what was committed, delivered, how late; and lost / doubled over the whole run."""
+    committed_at: dict[tuple[str, str], float] = {}
+    late_runs = 0
+    for line in commits_path.read_text().splitlines():
+        batch = json.loads(line)
+        for index in batch.get("idx", []):
+            run = manifest.runs[index]
+            committed_at[(run.dag_id, run.run_id)] = batch["t"]
+    for run in manifest.runs:
+        if run.commit_at is not None and run.commit_at > run.end_date:
+            late_runs += 1
+    first_commit = min(committed_at.values(), default=0.0)
+    delivered: set[tuple[str, str]] = set()
+    identities: list[list[Any]] = []
+    rows: list[dict[str, Any]] = []
+    for number, tick in enumerate(raw["ticks"], 1):
+        new_runs = []
+        for ident in tick["identities"]:
+            identities.append(ident)
+            run = (ident[1], ident[2])
+            if run not in delivered:
+                delivered.add(run)
+                new_runs.append(run)
+        visible = [r for r, t in committed_at.items() if t <= tick["start"]]
+        backlog = sum(1 for r in visible if r not in delivered)
+        delays = [tick["end"] - committed_at[r] for r in new_runs if r in committed_at]
+        rows.append({
+            "tick": number,
+            "at_s": tick["start"] - first_commit,
+            "committed": len(visible),
+            "delivered": len(new_runs),
+            "events": tick["events"],
+            "requests": tick["requests"],
+            "endpoints": tick["endpoints"],
+            "wall_s": tick["wall_s"],
+            "watermark_lag_s": None if tick.get("watermark") is None else tick["end"] - tick["watermark"],
+            "backlog": backlog,
+            "max_delay_s": max(delays, default=None),
+            "cursor_bytes": tick.get("cursor_bytes"),
+            "log": tick.get("log", []),
+        })  # fmt: skip
+    seeding_end = max(committed_at.values(), default=first_commit)
+    # A stall: a tick that delivers nothing while runs committed before it started are still waiting.
+    stalled = [r["tick"] for r in rows if r["delivered"] == 0 and r["backlog"] > 0]
+    after_end = [r for r in rows if r["at_s"] + first_commit > seeding_end]
+    caught_up_tick = next((i for i, r in enumerate(after_end, 1) if r["backlog"] == 0), None)
+    delays = [r["max_delay_s"] for r in rows if r["max_delay_s"] is not None]
+    lags = [r["watermark_lag_s"] for r in rows if r["watermark_lag_s"] is not None]
+    return {
+        "rows": rows,
+        "ticks": len(rows),
+        "interval_s": raw["interval_s"],
+        "finished": raw["finished"],
+        "late_runs": late_runs,
+        "seeding_s": seeding_end - first_commit,
+        "committed": len(committed_at),
+        "check": check_events(identities, manifest, "airpeer"),
+        "requests": sum(r["requests"] for r in rows),
+        "max_delay_s": max(delays, default=0.0),
+        "max_watermark_lag_s": max(lags, default=None),
+        "max_backlog": max((r["backlog"] for r in rows), default=0),
+        "max_tick_s": max((r["wall_s"] for r in rows), default=0.0),
+        "stalled_ticks": stalled,
+        "ticks_to_catch_up_after_seeding": caught_up_tick,
+    }
 
 
 def _pick(load: dict[str, Any], index: int) -> dict[str, Any]:
@@ -470,16 +666,22 @@ def machine_info() -> dict[str, Any]:
 
 
 def build_settings(args: argparse.Namespace) -> Settings:
+    cases = CASE_KINDS if args.cases is None else tuple(c.strip() for c in args.cases.split(",") if c.strip())
+    unknown = sorted(set(cases) - set(CASE_KINDS))
+    if unknown:
+        raise SystemExit(
+            f"--cases: unknown {unknown}; expected a comma-separated subset of {','.join(CASE_KINDS)}"
+        )
     if args.tiny:
         return Settings(
             tiny=True, load_repeats=2, airlift_load_repeats=1, sensor_repeats=1, idle_ticks=3,
-            latency_samples=5, airlift_cap_s=args.airlift_cap or 180, airpeer_cap_s=180, store_limit=2000,
-            plans=TINY_PLANS,
+            latency_samples=5, airlift_cap_s=args.airlift_cap or 180, airpeer_cap_s=180, store_budget_s=60.0,
+            plans=TINY_PLANS, cases=cases,
         )  # fmt: skip
     return Settings(
         tiny=False, load_repeats=5, airlift_load_repeats=3, sensor_repeats=5, idle_ticks=5,
-        latency_samples=20, airlift_cap_s=args.airlift_cap or 600, airpeer_cap_s=900, store_limit=2000,
-        plans=FULL_PLANS,
+        latency_samples=20, airlift_cap_s=args.airlift_cap or 600, airpeer_cap_s=900,
+        plans=FULL_PLANS, cases=cases,
     )  # fmt: skip
 
 
@@ -502,6 +704,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", default=None, help="run only plans matching e.g. '2:1000' or '3:100,3:1000'"
     )
+    parser.add_argument(
+        "--cases",
+        default=None,
+        help=f"run only these parts of each plan, e.g. 'sensors,live' (of {','.join(CASE_KINDS)}; default all)",
+    )
+    parser.add_argument(
+        "--airpeer-commit",
+        default=None,
+        help="measure airpeer as of this commit (its src/ from `git archive`), not the checkout's working tree",
+    )
     parser.add_argument("--render", type=Path, default=None, help="only render OUTPUT from this results.json")
     parser.add_argument(
         "--command", default=None, help="the command recorded in the report (default: this one)"
@@ -520,12 +732,15 @@ def main(argv: list[str] | None = None) -> int:
         if not python.exists():
             raise SystemExit(f"{python} is missing ({library}); run `make bench`, which installs it")
     settings = build_settings(args)
+    work = args.work_dir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    airpeer_code = _airpeer_code(args.airpeer_commit, work)
+    if airpeer_code.get("src"):
+        settings = replace(settings, airpeer_src=airpeer_code["src"])
     plans = settings.plans
     if args.only:
         wanted = {tuple(int(x) for x in item.split(":")) for item in args.only.split(",")}
         plans = tuple(p for p in plans if (p.major, p.dags) in wanted)
-    work = args.work_dir.resolve()
-    work.mkdir(parents=True, exist_ok=True)
     command = args.command or " ".join(
         shlex.quote(a) for a in [Path(sys.executable).name, "-m", "benchmarks", *(argv or sys.argv[1:])]
     )
@@ -534,7 +749,10 @@ def main(argv: list[str] | None = None) -> int:
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tiny": settings.tiny,
         "machine": machine_info(),
+        "airpeer_code": airpeer_code,
         "settings": {k: v for k, v in asdict(settings).items() if k != "plans"},
+        # A run of some plans or parts only: the report keeps what it did not re-run from the page before.
+        "partial": bool(args.only) or set(settings.cases) != set(CASE_KINDS),
         "stacks": [],
     }
     results_path = work / "results.json"
@@ -550,6 +768,28 @@ def main(argv: list[str] | None = None) -> int:
     write_report(args.output, results)
     say(f"wrote {args.output} (raw figures in {results_path})")
     return 1 if any("error" in stack for stack in results["stacks"]) else 0
+
+
+def _airpeer_code(commit: str | None, work: Path) -> dict[str, Any]:
+    """Which airpeer is measured: a commit's sources extracted under `work`, or the checkout (and if it is dirty)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    if commit is None:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--", "src"))
+        return {"commit": head, "dirty": dirty, "src": None}
+    full = git("rev-parse", "--verify", f"{commit}^{{commit}}")
+    target = work / f"airpeer-src-{full[:12]}"
+    if not (target / "src" / "dagster_airpeer").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", full, "src"], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return {"commit": git("rev-parse", "--short", full), "dirty": False, "src": str(target / "src"),
+            "subject": git("log", "-1", "--format=%s", full)[:120]}  # fmt: skip
 
 
 def _json_default(value: Any) -> Any:

@@ -1,10 +1,16 @@
 # Benchmarks (benchmarks/): airpeer vs dagster-airlift against a real Airflow 2.11 and 3.3.
 #
-#   make bench        every case at full size (about 30-35 minutes; dagster-airlift is capped per case), writes
-#                     BENCHMARKS.md at the repository root; raw figures and logs in .work/bench
-#   make bench-tiny   the same harness at tiny size (N=5, K=30; 3-5 minutes), report in .work/bench-tiny
+#   make bench        every case at full size (about 50 minutes: the 35 of the loads and sensors, end-to-end runs
+#                     that store every event in a SQLite DagsterInstance, and two live cases of 50,000 runs in
+#                     5 minutes; dagster-airlift is capped per case), writes BENCHMARKS.md at the repository root;
+#                     raw figures and logs in .work/bench
+#   make bench-tiny   the same harness at tiny size (N=5, K=30, a live case of 300 runs in 12 s; 4-6 minutes),
+#                     report in .work/bench-tiny
 #
 # BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--only 2:1000 --airlift-cap 900".
+#   --only 3:1000          plans (Airflow major:DAGs); --cases sensors,live  parts of each plan (loads, sensors, live)
+#   --airpeer-commit SHA   measure airpeer as of that commit (its src/ via git archive), not the working tree
+# A run of some plans or parts only keeps, in BENCHMARKS.md, what it did not re-run, marked with its run.
 # dagster-airlift pins its own dagster, so it gets its own venv (.venvs/airlift); uv resolves it.
 
 AIRLIFT_VENV := $(ROOT)/.venvs/airlift

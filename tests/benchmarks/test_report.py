@@ -1,0 +1,124 @@
+"""The benchmark report's pure parts, without Airflow: keeping what a partial run did not re-run, the live
+case's per-tick analysis, and reading airpeer's event-log check from a tick's log line."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from benchmarks.manifest import build_live_manifest
+from benchmarks.report import event_log_checks, merge_kept
+from benchmarks.run import analyze_live
+
+OLD = """# Benchmarks
+
+Command: `make bench`. Run from 2026-11-30T11:28:12+00:00 to 2026-11-30T11:59:49+00:00. Raw figures...
+
+## Targets (airpeer)
+
+| case | target | measured (airpeer vs dagster-airlift) | verdict |
+|---|---|---|---|
+| load, metadata only (Airflow 2.11.2, N=1000) | no slower | 1.31 s vs 2.43 s | met |
+| sensor (Airflow 2.11.2, N=1000, K=1000) | no tick over 10 s | longest tick 0.45 s | met |
+| every case, every airpeer sensor run | 0 lost, 0 doubled | 0 lost over 50 runs | met |
+
+## Airflow 2.11.2, N=1000 DAGs: side by side
+
+Airflow started in 4.61 s.
+
+#### Load, N=1000 DAGs, DAG metadata only
+
+| load table |
+
+#### Sensor, N=1000 DAGs, K=1000
+
+| old sensor table |
+
+## Airflow 3.3.2, N=100 DAGs: airpeer
+
+#### Sensor, N=100 DAGs, K=1000
+
+| old 3.3 table |
+"""
+
+NEW = """# Benchmarks
+
+Command: `make bench BENCH_ARGS=--cases sensors --only 2:1000`. Run from 2026-12-02T02:10:00+00:00 to ...
+
+## Targets (airpeer)
+
+| case | target | measured (airpeer vs dagster-airlift) | verdict |
+|---|---|---|---|
+| sensor (Airflow 2.11.2, N=1000, K=1000) | no tick over 10 s | longest tick 0.40 s | met |
+| every case, every airpeer sensor run | 0 lost, 0 doubled | 0 lost over 6 runs | met |
+
+## Airflow 2.11.2, N=1000 DAGs: side by side
+
+Airflow started in 5.00 s.
+
+#### Sensor, N=1000 DAGs, K=1000
+
+| new sensor table |
+"""
+
+
+def test_a_partial_run_keeps_what_it_did_not_re_run_marked_with_its_run() -> None:
+    merged = merge_kept(NEW, OLD)
+    mark = "*Not re-run: from the run of 2026-11-30 11:28 UTC (`make bench`).*"
+    assert "| new sensor table |" in merged and "| old sensor table |" not in merged
+    # The load section stays in its place (before the sensor), marked; the other plan is kept whole, once.
+    assert merged.index("#### Load, N=1000") < merged.index("#### Sensor, N=1000 DAGs, K=1000")
+    assert merged.count(mark) == 2
+    assert merged.index("## Airflow 3.3.2, N=100") > merged.index("| new sensor table |")
+    assert "| old 3.3 table |" in merged
+    # Target rows: the re-run one is new, the load row is kept with its date, the exactly-once row is new only.
+    assert "longest tick 0.40 s" in merged and "longest tick 0.45 s" not in merged
+    assert "| 1.31 s vs 2.43 s | met (run of 2026-11-30 11:28 UTC) |" in merged
+    assert merged.count("every case, every airpeer sensor run") == 1
+    # Merging again keeps the marks as they are (a kept part keeps the date of the run that measured it).
+    again = merge_kept(NEW.replace("2026-12-02T02:10", "2026-12-02T03:10"), merged)
+    assert again.count(mark) == 2 and "(run of 2026-12-02" not in again.split("1.31 s vs 2.43 s")[1][:40]
+
+
+def test_live_analysis_counts_each_tick_and_finds_stalls(tmp_path: Path) -> None:
+    start = datetime(2026, 12, 2, 2, 0, tzinfo=timezone.utc)
+    manifest = build_live_manifest(
+        ["a", "b"], 4, duration=timedelta(seconds=4), start=start, late_share=0.0, late_max=timedelta(0)
+    )
+    t0 = start.timestamp()
+    commits = tmp_path / "commits.jsonl"
+    commits.write_text(
+        "\n".join(
+            json.dumps(line)
+            for line in [{"t": t0, "idx": [0, 1]}, {"t": t0 + 2, "idx": [2, 3]}, {"t": t0 + 3, "done": True}]
+        )
+    )
+    runs = manifest.runs
+
+    def ident(i: int) -> list[object]:
+        return ["mat" if runs[i].state == "success" else "check", runs[i].dag_id, runs[i].run_id, False]
+
+    tick = {"requests": 1, "endpoints": {}, "wall_s": 0.1, "events": 0, "watermark": t0 - 60}
+    raw = {
+        "interval_s": 2.0,
+        "finished": True,
+        "ticks": [
+            {**tick, "start": t0 + 1, "end": t0 + 1.1, "identities": [ident(0), ident(1)], "events": 2},
+            {**tick, "start": t0 + 3, "end": t0 + 3.1, "identities": []},  # runs 2 and 3 wait: a stall
+            {**tick, "start": t0 + 5, "end": t0 + 5.1, "identities": [ident(2), ident(3), ident(3)]},
+        ],
+    }
+    live = analyze_live(raw, manifest, commits)
+    assert [r["delivered"] for r in live["rows"]] == [2, 0, 2]
+    assert [r["backlog"] for r in live["rows"]] == [0, 2, 0]
+    assert live["stalled_ticks"] == [2]
+    assert live["check"]["doubled"] == 1 and live["check"]["lost"] == 0
+    assert live["ticks_to_catch_up_after_seeding"] == 2
+
+
+def test_the_event_log_check_is_read_from_the_tick_log_line() -> None:
+    e2e = {
+        "tick_logs": [["airpeer: 5 runs ended", "airpeer: event log checked in 12.5 ms; 40 records read"], []]
+    }
+    assert event_log_checks(e2e) == [(0.0125, 40)]
