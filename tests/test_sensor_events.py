@@ -79,3 +79,40 @@ def test_a_dag_added_after_the_load_is_keyed_like_its_asset_will_be(
     ).records
     reloaded = peered.build()
     assert dg.AssetKey(["warehouse", "new_dag"]) in reloaded.resolve_asset_graph().get_all_asset_keys()
+
+
+# -- #13.20: a first import is one event per completion ---------------------------------------------------------
+
+
+def _check_evaluations(instance: dg.DagsterInstance) -> list[tuple[str, str, bool | None]]:
+    return [
+        (str(e.metadata["airflow/dag_id"].value), str(e.metadata["airflow/run_id"].value), e.passed)
+        for e in recorded_events(instance)
+        if e.kind == "check"
+    ]
+
+
+def test_a_first_import_is_one_event_per_completion(
+    fake: FakeAirflow, tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    for i in range(10):
+        fake.add_run(
+            "alpha" if i % 2 else "beta", f"r{i}", _ago(300 - i), state="failed" if i == 9 else "success"
+        )
+    peered = peer_fake(fake, tmp_path / "snap")
+    defs = peered.build()
+    ticker = Ticker(dagster_instance, peered.sensor)
+    first = ticker.tick(defs)
+    # Before #13.20: 12 events, each DAG's first recorded success also passed airflow_run_status.
+    assert first.events == 10
+    assert _check_evaluations(dagster_instance) == [("alpha", "r9", False)]
+    # A recovery passes the check again (two events for that completion); later successes are one event.
+    fake.add_run("alpha", "r10", _ago(20))
+    fake.add_run("alpha", "r11", _ago(10))
+    fake.add_run("beta", "r12", _ago(5), state="failed")
+    assert ticker.tick(defs).events == 4
+    assert sorted(_check_evaluations(dagster_instance)) == [
+        ("alpha", "r10", True),
+        ("alpha", "r9", False),
+        ("beta", "r12", False),
+    ]

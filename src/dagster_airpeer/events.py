@@ -56,12 +56,13 @@ def run_metadata(run: DagRun, run_url: str) -> dict[str, Any]:
 def events_for_run(
     run: DagRun, asset_key: dg.AssetKey, *, run_url: str, status_changed: bool = False
 ) -> list[AssetEvent]:
-    """The events of one completed run: one, or two when a success changes the DAG's reported status.
+    """The events of one completed run: one, or two when a success ends a recorded failure.
 
     A successful run is a materialization; a failed run is a failing `airflow_run_status` evaluation (a
-    materialization would be a lie). A success also passes the check when the DAG's status changes (its
-    first recorded run, or the first success after a failure), so the check shows the DAG's health without
-    writing a second event for every run.
+    materialization would be a lie). `status_changed` is for a success right after a recorded failure (a
+    recovery): it also passes the check, so a failing check never outlives the failure. Nothing else passes
+    it: a DAG's first recorded success is a materialization alone, one event per completion, and a check
+    "not evaluated" means that no failure has been recorded since the DAG was peered.
     """
     metadata = run_metadata(run, run_url)
     events: list[AssetEvent] = []

@@ -213,7 +213,7 @@ def build_dag_run_sensor(
         description=(
             f"Polls Airflow instance '{instance.name}' ({instance.webserver_url}) for DAG runs that ended and "
             "records each once: a materialization per successful run, a failing `airflow_run_status` check "
-            "per failed run (the check passes when a DAG's status turns to success). Keep it running."
+            "per failed run (the check passes again with the first success after a failure). Keep it running."
         ),
     )
     def _airflow_dag_runs(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -262,10 +262,11 @@ def build_dag_run_sensor(
                     if not resolver.is_known(run.dag_id):
                         new_dags += 1
                     # Completions come in end-date order, so this follows each DAG's status as Airflow lived it.
-                    changed = status.get(run.dag_id) is not run.succeeded
+                    # Only a success after a recorded failure passes the check: a first success is one event.
+                    recovered = run.succeeded and status.get(run.dag_id) is False
                     status[run.dag_id] = run.succeeded
                     run_url = instance.run_url(run.dag_id, run.run_id)
-                    events.extend(events_for_run(run, key, run_url=run_url, status_changed=changed))
+                    events.extend(events_for_run(run, key, run_url=run_url, status_changed=recovered))
                     if run.succeeded and key in user_checks_by_asset:
                         succeeded.setdefault(key, []).append(f"{run.dag_id}/{run.run_id}/{run.end_date}")
 

@@ -151,7 +151,7 @@ def test_asset_page_shows_the_peered_dag_its_materialization_and_checks(
     browser.save_screenshot(str(screenshot_dir / "tutorial_materialized_asset.png"))
 
     # The Checks tab: both checks listed, the user check passing with its row count. (The built-in
-    # airflow_run_status is evaluated by airpeer when the DAG's status changes: first run, failure, recovery.)
+    # airflow_run_status is evaluated by airpeer on a failure and on the recovery after it, not on a success.)
     open_page(browser, f"{stack.asset_url}?view=checks&checkDetail={USER_CHECK}")
     text = wait_for_text(
         browser,
