@@ -124,10 +124,14 @@ class AirpeerAdapter(Adapter):
     def versions(self) -> dict[str, str]:
         from importlib.metadata import version
 
+        import dagster_airpeer
+
         return {
             **super().versions(),
             "dagster-airpeer": version("dagster-airpeer"),
             "httpx": httpx.__version__,
+            # Where the code measured was imported from (the checkout, or a commit's sources on PYTHONPATH).
+            "module": str(Path(dagster_airpeer.__file__).parent),
         }
 
 

@@ -626,6 +626,12 @@ def _e2e_rows(res: dict[str, Any], libs: list[str], row: Any) -> list[list[str]]
     return rows
 
 
+def _bytes(size: int | None) -> str:
+    if size is None:
+        return "n/a"
+    return f"{size / 1024:.0f} KiB" if size >= 10 * 1024 else f"{size} B"
+
+
 def _live(stack: dict[str, Any]) -> list[str]:
     live = stack.get("live")
     if not live:
@@ -654,6 +660,7 @@ def _live(stack: dict[str, Any]) -> list[str]:
             "n/a" if r["watermark_lag_s"] is None else _s(r["watermark_lag_s"]),
             str(r["backlog"]),
             "" if r["max_delay_s"] is None else _s(r["max_delay_s"]),
+            _bytes(r.get("cursor_bytes")),
         ]
         for r in live["rows"]
     ]
@@ -668,6 +675,7 @@ def _live(stack: dict[str, Any]) -> list[str]:
             "watermark behind the clock",
             "committed before the tick, still waiting after it",
             "longest wait, commit to event",
+            "cursor size",
         ],
         rows,
     )

@@ -336,6 +336,11 @@ class StackRun:
                 info = adapter.call("init", cap_s=300, url=stack.url, username=stack.username, major=plan.major,
                                     password=stack.password)  # fmt: skip
                 self.result.setdefault("library_versions", {})[library] = info["versions"]
+                src = self.settings.airpeer_src
+                if library == "airpeer" and src and not info["versions"].get("module", "").startswith(src):
+                    raise RuntimeError(
+                        f"airpeer was imported from {info['versions'].get('module')}, not {src}"
+                    )
             cases = self.settings.cases
             if plan.loads and "loads" in cases:
                 self.run_loads()
