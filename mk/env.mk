@@ -21,7 +21,7 @@ endif
 AIRFLOW3_SPEC := apache-airflow==3.3.2
 AIRFLOW2_SPEC := apache-airflow==2.11.2
 # dbt-core 1.12 pulls a package whose build downloads from outside PyPI: keep it below 1.12.
-VENV_EXTRA_SPECS := "$(AIRFLOW3_SPEC)" dagster-webserver "dbt-duckdb>=1.9" "dbt-core<1.12" duckdb selenium pyinstrument
+VENV_EXTRA_SPECS := "$(AIRFLOW3_SPEC)" dagster-webserver dagster-dbt "dbt-duckdb>=1.9" "dbt-core<1.12" duckdb selenium pyinstrument
 
 VENV_STAMP := $(VENV)/.airpeer-installed
 AIRFLOW2_STAMP := $(AIRFLOW2_VENV)/.airpeer-installed
