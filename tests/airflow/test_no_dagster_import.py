@@ -63,7 +63,9 @@ def _forbidden_imports(path: Path) -> list[str]:
 
 def test_package_has_modules() -> None:
     assert PACKAGE_DIR.is_dir()
-    assert {"__init__.py", "auth.py", "instance.py", "models.py", "errors.py"} <= {m.name for m in MODULES}
+    assert {"__init__.py", "auth.py", "instance.py", "models.py", "errors.py", "managed.py"} <= {
+        m.name for m in MODULES
+    }
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda p: p.name)

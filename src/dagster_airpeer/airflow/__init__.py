@@ -24,6 +24,7 @@ from .errors import (
     AirflowVersionError,
 )
 from .instance import AirflowInstance
+from .managed import AirflowAstronomerAuthBackend, AirflowComposerAuthBackend, AirflowMwaaAuthBackend
 from .models import (
     TERMINAL_RUN_STATES,
     Dag,
@@ -37,13 +38,16 @@ from .models import (
 
 __all__ = [
     "TERMINAL_RUN_STATES",
+    "AirflowAstronomerAuthBackend",
     "AirflowAuthBackend",
     "AirflowAuthError",
     "AirflowBasicAuthBackend",
+    "AirflowComposerAuthBackend",
     "AirflowConfigError",
     "AirflowConnectionError",
     "AirflowError",
     "AirflowInstance",
+    "AirflowMwaaAuthBackend",
     "AirflowNotFoundError",
     "AirflowResponseError",
     "AirflowTimeoutError",
