@@ -45,7 +45,7 @@ $(PY): | $(UV)
 
 $(VENV_STAMP): $(ROOT)/pyproject.toml $(ROOT)/mk/env.mk | $(PY)
 	@echo "installing airpeer, Airflow 3.3, Dagster and dbt into .venv ..."
-	@cd "$(ROOT)" && $(UV_INSTALL) --python "$(PY)" -e ".[test]" $(VENV_EXTRA_SPECS)
+	@cd "$(ROOT)" && $(UV_INSTALL) --python "$(PY)" -e ".[test,mwaa,composer]" $(VENV_EXTRA_SPECS)
 	@touch "$@"
 
 $(AIRFLOW2_VENV)/bin/python: | $(UV)
