@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -102,14 +103,19 @@ class FakeMwaa:
             self.rest_calls.append(request)
         if self.version == "v1":
             cookie = request.headers.get("cookie", "")
-            ok = any(cookie == f"session={s}" for s in self.credentials)
-            if not ok:
+            if not any(cookie == f"session={s}" for s in self.credentials):
                 return json_response(401, {"title": "Unauthorized"})
-            return json_response(200, dag_v1("a"))
-        auth = request.headers.get("authorization", "")
-        if not any(auth == f"Bearer {t}" for t in self.credentials):
-            return json_response(401, {"detail": "Not authenticated"})
-        return json_response(200, dag_v2("a"))
+        else:
+            auth = request.headers.get("authorization", "")
+            if not any(auth == f"Bearer {t}" for t in self.credentials):
+                return json_response(401, {"detail": "Not authenticated"})
+        if path.endswith("/health"):  # behind the login, like everything on this fake web server
+            if path != ("/api/v1/health" if self.version == "v1" else "/api/v2/monitor/health"):
+                return json_response(404, {"detail": "Not Found"})
+            return json_response(
+                200, {"metadatabase": {"status": "healthy"}, "scheduler": {"status": "healthy"}}
+            )
+        return json_response(200, dag_v1("a") if self.version == "v1" else dag_v2("a"))
 
     def _login(self, request: httpx.Request, path: str) -> httpx.Response:
         token = parse_qs(request.content.decode())["token"][0]
@@ -137,11 +143,13 @@ class FakeMwaa:
         kwargs.setdefault("webserver_url", MWAA_URL)
         return AirflowMwaaAuthBackend(ENV, mwaa_client=self.client, **kwargs)
 
-    def instance(self, backend: AirflowMwaaAuthBackend | None = None) -> AirflowInstance:
+    def instance(
+        self, backend: AirflowMwaaAuthBackend | None = None, detect: bool = False
+    ) -> AirflowInstance:
         return AirflowInstance(
             backend or self.backend(),
             name="mwaa",
-            api_version=self.version,  # type: ignore[arg-type]
+            api_version=None if detect else self.version,  # type: ignore[arg-type]
             transport=httpx.MockTransport(self.handler),
         )
 
@@ -380,6 +388,19 @@ def test_mwaa_airflow2_login_path_on_an_airflow3_environment_is_explained(mwaa_v
     )
     with pytest.raises(AirflowAuthError, match="Airflow 3 logs in at /pluginsv2/aws_mwaa/login"):
         instance.get_dag("a")
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_mwaa_version_is_detected_when_health_needs_a_login(version: str) -> None:
+    """Behind MWAA's web server the health endpoints may want a login (not known): detection then logs in,
+    and a login at the other major's path (refused) does not stop it."""
+    if not HAS_BOTO3:
+        pytest.skip("the [mwaa] extra (boto3) is not installed")
+    fake = FakeMwaa(version)
+    fake.expect_tokens(2)
+    instance = fake.instance(detect=True)
+    assert instance.api_version == version
+    assert instance.get_dag("a").dag_id == "a"
 
 
 # -- MWAA settings and the extra ------------------------------------------------------------------------------
@@ -640,11 +661,16 @@ def test_astronomer_plain_http_is_refused() -> None:
 
 
 def test_the_base_install_imports_neither_boto3_nor_google_auth() -> None:
-    """The extras stay optional: importing airpeer (and its managed backends) loads neither."""
+    """The extras stay optional: importing the managed backends loads neither (a fresh interpreter, with the
+    top-level package stubbed so that Dagster's import time is not paid: airflow/ needs no Dagster)."""
+    src = Path(__file__).resolve().parents[2] / "src" / "dagster_airpeer"
     code = (
-        "import sys, dagster_airpeer, dagster_airpeer.airflow.managed\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore') "
-        "or m.startswith('google.auth') or m.startswith('google.oauth2'))\n"
+        "import sys, types\n"
+        f"pkg = types.ModuleType('dagster_airpeer'); pkg.__path__ = [{str(src)!r}]\n"
+        "sys.modules['dagster_airpeer'] = pkg\n"
+        "import dagster_airpeer.airflow.managed\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'dagster') "
+        "or m.startswith(('google.auth', 'google.oauth2')))\n"
         "print(loaded)\n"
     )
     out = subprocess.run(

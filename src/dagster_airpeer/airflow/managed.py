@@ -482,7 +482,7 @@ class AirflowMwaaAuthBackend(_ManagedAuthBackend):
         return "Check the Airflow role the AWS identity is mapped to."
 
     def describe_principal(self) -> str:
-        return f"the AWS identity of {self._service}"
+        return "the AWS identity"
 
     def __repr__(self) -> str:
         return (
@@ -630,6 +630,9 @@ class AirflowAstronomerAuthBackend(AirflowTokenAuthBackend):
             `https://clmkpsyfc010391lb5fw0b3ki.astronomer.run/d1a2b3c4` (Deployment > Details > URL).
         token: the API token.
     """
+
+    #: The refusal's `detail` is read (a 403 naming the token, or a missing permission).
+    requires_response_body = True
 
     def __init__(self, webserver_url: str, token: SecretValue) -> None:
         super().__init__(webserver_url, token)
