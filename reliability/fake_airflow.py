@@ -38,13 +38,17 @@ def iso(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def make_jwt(exp: float, sub: str = "admin", serial: int = 0) -> str:
-    """An unsigned JWT-shaped token with an `exp` claim (the client only reads `exp`; the fake checks identity)."""
+def make_jwt(exp: float, sub: str = "admin", serial: int = 0, iat: float | None = None) -> str:
+    """An unsigned JWT-shaped token with an `exp` claim, and `iat` if given, as Airflow 3 issues them (the
+    client only reads `exp` and `iat`; the fake checks identity)."""
 
     def b64(obj: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
-    return f"{b64({'alg': 'HS512', 'typ': 'JWT'})}.{b64({'sub': sub, 'exp': int(exp), 'jti': serial})}.c2ln"
+    claims: dict[str, Any] = {"sub": sub, "exp": int(exp), "jti": serial}
+    if iat is not None:
+        claims["iat"] = int(iat)
+    return f"{b64({'alg': 'HS512', 'typ': 'JWT'})}.{b64(claims)}.c2ln"
 
 
 @dataclass
@@ -198,7 +202,8 @@ class FakeAirflow:
             body = json.loads(request.content or b"{}")
             if body.get("username") != self.username or body.get("password") != self.password:
                 return self._answer(401, {"detail": "Invalid credentials"})
-            token = make_jwt(self.clock().timestamp() + self.token_lifetime, self.username, self.logins)
+            issued = self.clock().timestamp()
+            token = make_jwt(issued + self.token_lifetime, self.username, self.logins, iat=issued)
             with self._lock:
                 self.valid_tokens.add(token)
             return self._answer(201, {"access_token": token})

@@ -18,7 +18,7 @@ from dagster_airpeer.airflow import (
     AirflowInstance,
     AirflowTokenAuthBackend,
 )
-from dagster_airpeer.airflow.auth import _jwt_expiry
+from dagster_airpeer.airflow.auth import _jwt_expiry, _renew_margin, _token_lifetime
 
 PASSWORD = "s3cret-pw"
 
@@ -109,17 +109,65 @@ def test_health_checks_need_no_login() -> None:
     assert all("authorization" not in r.headers for r in fake.requests)
 
 
-def test_token_is_renewed_shortly_before_it_expires() -> None:
+def test_token_is_renewed_shortly_before_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _v2_with_dag()
-    fake.token_ttl = 30  # inside the renewal margin: every use renews
     instance = make_instance(fake)
     instance.get_dag("a")
+    now = time.time()
+    monkeypatch.setattr("dagster_airpeer.airflow.auth.time.time", lambda: now + 3600 - 90)
+    instance.get_dag("a")
+    assert fake.logins == 1
+    monkeypatch.setattr("dagster_airpeer.airflow.auth.time.time", lambda: now + 3600 - 30)
+    instance.get_dag("a")  # within a minute of its end (1 h lifetime): renewed
     instance.get_dag("a")
     assert fake.logins == 2
-    fake.token_ttl = 3600
+
+
+@pytest.mark.parametrize("ttl", [60, 30, 5])
+def test_short_lived_tokens_serve_many_requests(ttl: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token that lives a minute or less is used for most of its life, not renewed on every request
+    (#13.11: the margin is relative to the lifetime); it is still renewed shortly before its end."""
+    fake = _v2_with_dag()
+    fake.token_ttl = ttl
+    instance = make_instance(fake)
+    issued = time.time()
+    monkeypatch.setattr("dagster_airpeer.airflow.auth.time.time", lambda: issued)
+    for _ in range(5):
+        instance.get_dag("a")
+    assert fake.logins == 1
+    # Near its end (within a tenth of its life, at least a second, at most half of it): renewed.
+    monkeypatch.setattr("dagster_airpeer.airflow.auth.time.time", lambda: issued + ttl - 0.45 * ttl)
     instance.get_dag("a")
+    assert fake.logins == 1
+    monkeypatch.setattr("dagster_airpeer.airflow.auth.time.time", lambda: issued + ttl - min(0.5, ttl / 20))
     instance.get_dag("a")
-    assert fake.logins == 3
+    assert fake.logins == 2
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "margin"),
+    [(86400, 60), (3600, 60), (600, 60), (60, 6), (30, 3), (5, 1), (1, 0.5), (None, 60)],
+)
+def test_renew_margin_is_relative_to_the_lifetime(lifetime: float | None, margin: float) -> None:
+    assert _renew_margin(lifetime) == pytest.approx(margin)
+
+
+def test_token_lifetime_is_read_from_its_claims() -> None:
+    now = time.time()
+    assert _token_lifetime(make_jwt(now + 30), received_at=now + 5) == pytest.approx(30, abs=1)  # exp - iat
+    no_iat = _jwt_without_iat(now + 20)
+    assert _token_lifetime(no_iat, received_at=now) == pytest.approx(20, abs=1)  # exp - arrival
+    assert _token_lifetime("not-a-jwt", received_at=now) is None
+
+
+def _jwt_without_iat(exp: float) -> str:
+    import base64
+    import json
+
+    def b64(obj: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': 'HS512'})}.{b64({'sub': 'admin', 'exp': int(exp)})}.c2ln"
 
 
 @pytest.mark.parametrize("status", [401, 403])

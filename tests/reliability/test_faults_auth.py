@@ -8,10 +8,13 @@ against the real `/auth/token` and basic auth.
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import dagster as dg
@@ -19,6 +22,7 @@ import httpx
 import pytest
 
 from dagster_airpeer import AirflowAuthError, AirflowBasicAuthBackend, AirflowInstance
+from dagster_airpeer.airflow import auth as auth_module
 from reliability.fake_airflow import FakeAirflow, ManualClock, populated_fake
 from reliability.faults import Fault, FaultTransport, RevokingTransport, network_transport
 from reliability.harness import FAKE_URL, drain, peer, peer_fake
@@ -90,6 +94,31 @@ def test_password_changed_between_two_pages_fails_once_per_tick_without_the_secr
     # The operator fixes the password: the next ticks deliver the rest, once.
     fake.password = old_password
     drain(ticker, defs)
+    _exactly_once(fake, dagster_instance)
+
+
+@pytest.mark.parametrize("lifetime", [60, 20, 5])
+def test_short_lived_tokens_are_reused_across_ticks(
+    lifetime: int, tmp_path: Path, dagster_instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow configured with short-lived JWTs (`[api_auth] jwt_expiration_time` of a minute or less): the
+    load and the ticks that follow within the token's life share one login (#13.11), not one per request."""
+    # Both clocks that judge a token (Airflow's and the auth backend's) stand still, so that however slow
+    # this machine is, everything happens within the life of the first token.
+    fake = populated_fake()
+    clock = ManualClock(datetime.now(timezone.utc))
+    fake.clock = clock
+    frozen = SimpleNamespace(time=clock.now.timestamp, monotonic=time.monotonic)
+    monkeypatch.setattr(auth_module, "time", frozen)
+    fake.token_lifetime = lifetime
+    peered = peer_fake(fake, tmp_path / "snap", page_size=10)
+    defs = peered.build()
+    ticker = Ticker(dagster_instance, peered.sensor)
+    outcomes = drain(ticker, defs)
+    assert not any(o.failed for o in outcomes)
+    api_requests = [r for r in fake.requests if r[1].startswith("/api/v2/") and "health" not in r[1]]
+    assert len(api_requests) > 5
+    assert fake.logins == 1, f"{fake.logins} logins for {len(api_requests)} requests"
     _exactly_once(fake, dagster_instance)
 
 
@@ -208,11 +237,17 @@ def test_real_airflow3_password_changed_then_token_refused(
 def test_real_airflow3_forbidden_costs_no_login_and_a_revoked_token_one(airflow_stack_factory: Any) -> None:
     """What the real Airflow 3.3 answers, and what airpeer spends on it: a missing permission (a Viewer
     pausing DAGs) is 403 "Forbidden" and costs no login; a garbage or really revoked token (revoked by
-    `GET /api/v2/auth/logout`) is 403 "Invalid JWT token" and costs exactly one; no token is 401.
+    `GET /api/v2/auth/logout`) is 403 "Invalid JWT token" and costs exactly one; no token is 401. Its
+    tokens live one minute (`[api_auth] jwt_expiration_time`), and one of them serves every request of that
+    minute but its last seconds (#13.11), not a single one.
 
     SimpleAuthManager takes its users from the configuration, so a Viewer needs a stack of its own."""
     stack = airflow_stack_factory(
-        3, extra_env={"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer"}
+        3,
+        extra_env={
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+            "AIRFLOW__API_AUTH__JWT_EXPIRATION_TIME": "60",
+        },
     )
     viewer, viewer_password = "viewer", f"s3cr3t-{uuid.uuid4()}"
     passwords = Path(stack.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
@@ -225,6 +260,8 @@ def test_real_airflow3_forbidden_costs_no_login_and_a_revoked_token_one(airflow_
         login = raw.post("/auth/token", json={"username": viewer, "password": viewer_password})
         assert login.status_code == 201, login.text
         token = login.json()["access_token"]
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        assert claims["exp"] - claims["iat"] == 60
         dag_id = raw.get("/api/v2/dags", headers=bearer(token)).json()["dags"][0]["dag_id"]
         forbidden = raw.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": True}, headers=bearer(token))
         assert (forbidden.status_code, forbidden.json()["detail"]) == (403, "Forbidden")

@@ -40,9 +40,13 @@ __all__ = [
 #: revoked one and for a missing permission (see `_blames_the_token`).
 _REFUSED = (401, 403)
 
-#: A token is renewed this long before its `exp`, so that a request never leaves with a token that expires
-#: on its way (and to absorb a little clock skew between us and Airflow).
+#: A token is renewed shortly before its `exp`, so that a request never leaves with a token that expires on
+#: its way (and to absorb a little clock skew between us and Airflow): a tenth of its lifetime, at most 60 s,
+#: at least 1 s but never more than half of it. A fixed 60 s would renew a token that lives a minute or
+#: less on every request (see `_renew_margin`).
 _RENEW_MARGIN_SECONDS = 60.0
+_RENEW_MARGIN_FRACTION = 0.1
+_RENEW_MARGIN_FLOOR_SECONDS = 1.0
 
 #: UI logins tried (Airflow 2) before settling for basic auth on every request.
 _MAX_UI_LOGINS = 3
@@ -144,12 +148,9 @@ def _validate_webserver_url(webserver_url: object) -> str:
     return webserver_url.strip().rstrip("/")
 
 
-def _jwt_expiry(token: str) -> float | None:
-    """The `exp` claim of a JWT (seconds since the epoch), read without verifying the signature.
-
-    We only need to know when to renew; Airflow verifies the token. None if the token is not a JWT or has no
-    `exp`, in which case it is kept until Airflow refuses it.
-    """
+def _jwt_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a JWT, read without verifying the signature (Airflow verifies the token; we only need
+    to know when to renew it). None if the token is not a JWT."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -158,10 +159,53 @@ def _jwt_expiry(token: str) -> float | None:
         claims = json.loads(base64.urlsafe_b64decode(payload))
     except (ValueError, binascii.Error):
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    if isinstance(exp, (int, float)) and not isinstance(exp, bool):
-        return float(exp)
+    return claims if isinstance(claims, dict) else None
+
+
+def _number_claim(claims: dict[str, Any] | None, name: str) -> float | None:
+    value = claims.get(name) if claims is not None else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
     return None
+
+
+def _jwt_expiry(token: str) -> float | None:
+    """The `exp` claim of a JWT (seconds since the epoch), read without verifying the signature.
+
+    None if the token is not a JWT or has no `exp`, in which case it is kept until Airflow refuses it.
+    """
+    return _number_claim(_jwt_claims(token), "exp")
+
+
+def _token_lifetime(token: str, received_at: float) -> float | None:
+    """How long a token lives: `exp - iat` (both by Airflow's clock, which Airflow 3 puts in every token),
+    else `exp` minus when it arrived (by ours). None without an `exp`, or if it is already past."""
+    claims = _jwt_claims(token)
+    exp = _number_claim(claims, "exp")
+    if exp is None:
+        return None
+    iat = _number_claim(claims, "iat")
+    lifetime = exp - iat if iat is not None and iat < exp else exp - received_at
+    return lifetime if lifetime > 0 else None
+
+
+def _renew_margin(lifetime: float | None) -> float:
+    """How long before its `exp` a token of this lifetime is renewed: a tenth of its life, capped at 60 s
+    (a 24 h token is used until a minute before its end), at least 1 s (a request on its way, a little clock
+    skew) but at most half its life, so that even a very short token serves the requests of half its life
+    (a 30 s token serves 27 s of requests with one login, not one request). Unknown lifetime: 60 s."""
+    if lifetime is None:
+        return _RENEW_MARGIN_SECONDS
+    relative = max(_RENEW_MARGIN_FRACTION * lifetime, _RENEW_MARGIN_FLOOR_SECONDS)
+    return min(_RENEW_MARGIN_SECONDS, relative, lifetime / 2)
+
+
+def _renewal_point(token: str, received_at: float) -> float | None:
+    """When (by `time.time()`) a token is due for renewal; None if it has no `exp` (kept until refused)."""
+    exp = _jwt_expiry(token)
+    if exp is None:
+        return None
+    return exp - _renew_margin(_token_lifetime(token, received_at))
 
 
 class AirflowAuthBackend(httpx.Auth):
@@ -280,7 +324,8 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
         self._token_login: _Login | None = None
         self._ui_login_flight: _Login | None = None
         self._token: str | None = None
-        self._token_expiry: float | None = None
+        #: When (by `time.time()`) the token is due for renewal; None: kept until Airflow refuses it.
+        self._token_renew_at: float | None = None
         #: The last refused login at /auth/token: the stale token it was to replace, when, and the error.
         #: Requests already in flight then get the same refusal instead of each trying a login of their own
         #: (the concurrent pages of a sensor tick); a request started later tries again.
@@ -386,9 +431,10 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
 
     def _due_for_renewal(self, token: str) -> bool:
         """Whether `token` is expired or about to be, by its own `exp` (unknown `exp`: never)."""
+        now = time.time()
         with self._lock:
-            expiry = self._token_expiry if token == self._token else _jwt_expiry(token)
-        return expiry is not None and time.time() >= expiry - _RENEW_MARGIN_SECONDS
+            due = self._token_renew_at if token == self._token else _renewal_point(token, now)
+        return due is not None and now >= due
 
     def _blames_the_token(self, response: httpx.Response, token: str) -> bool:
         """Whether Airflow refused a request because of its token (a new login may cure that) rather than
@@ -525,7 +571,7 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
             )
         with self._lock:
             self._token = token
-            self._token_expiry = _jwt_expiry(token)
+            self._token_renew_at = _renewal_point(token, time.time())
             self._refusal = None
         return token
 
