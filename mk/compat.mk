@@ -1,8 +1,13 @@
-# The supported Dagster range starts at 1.12: `make test` also runs the unit suite (no real Airflow) against the
-# lowest supported minor, in its own venv, so an API used from a newer Dagster cannot slip in unnoticed.
-DAGSTER_MIN_SPEC := dagster==1.12.*
+# The lowest versions allowed: `make test` also runs the unit suite (no real Airflow) in a venv where every direct
+# dependency of pyproject.toml (dagster, httpx, pydantic, tenacity and the test extra) is at its lower bound
+# (uv's `--resolution lowest-direct`), so neither an API of a newer release nor a too-low bound slips in
+# unnoticed. Dagster resolves to 1.12.0, the lowest supported.
+# `--upgrade`: uv keeps installed versions that satisfy a requirement; when the stamp is redone over an old venv
+# they must move to the minimums too.
 DAGSTER_MIN_VENV := $(ROOT)/.venvs/dagster-min
 DAGSTER_MIN_STAMP := $(DAGSTER_MIN_VENV)/.airpeer-installed
+DAGSTER_MIN_TESTS := tests/feed tests/test_events.py tests/test_translator.py tests/test_definitions.py \
+	tests/airflow tests/test_packaging.py
 
 .PHONY: test-dagster-min
 TEST_DEPS += test-dagster-min
@@ -13,11 +18,13 @@ $(DAGSTER_MIN_VENV)/bin/python: | $(UV)
 	@UV_PYTHON_DOWNLOADS=never $(UV) venv --quiet --python "$(BASE_PYTHON)" "$(DAGSTER_MIN_VENV)"
 
 $(DAGSTER_MIN_STAMP): $(ROOT)/pyproject.toml $(ROOT)/mk/compat.mk | $(DAGSTER_MIN_VENV)/bin/python
-	@echo "installing airpeer with the lowest supported Dagster ($(DAGSTER_MIN_SPEC)) ..."
-	@cd "$(ROOT)" && $(UV_INSTALL) --python "$(DAGSTER_MIN_VENV)/bin/python" -e ".[test]" "$(DAGSTER_MIN_SPEC)"
+	@echo "installing airpeer with the lowest allowed version of every direct dependency into $(DAGSTER_MIN_VENV) ..."
+	@cd "$(ROOT)" && $(UV_INSTALL) --python "$(DAGSTER_MIN_VENV)/bin/python" --resolution lowest-direct --upgrade \
+		-e ".[test]"
 	@touch "$@"
 
 test-dagster-min: $(DAGSTER_MIN_STAMP)
-	@echo "unit tests with $$($(DAGSTER_MIN_VENV)/bin/python -c 'import dagster; print("dagster", dagster.__version__)') ..."
-	@cd "$(ROOT)" && $(DAGSTER_MIN_VENV)/bin/pytest -q -p no:cacheprovider -m "not integration" \
-		tests/feed tests/test_events.py tests/test_translator.py tests/test_definitions.py tests/airflow
+	@echo "unit tests at the lowest allowed versions: $$(cd "$(ROOT)" && $(DAGSTER_MIN_VENV)/bin/python -c \
+		'from importlib.metadata import version as v; print(", ".join(f"{p} {v(p)}" for p in ("dagster", "httpx", "pydantic", "tenacity")))') ..."
+	@cd "$(ROOT)" && AIRPEER_LOWEST_DIRECT=1 $(DAGSTER_MIN_VENV)/bin/pytest -q -p no:cacheprovider -m "not integration" \
+		$(DAGSTER_MIN_TESTS)

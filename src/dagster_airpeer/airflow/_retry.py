@@ -99,8 +99,8 @@ class _StopAtDeadline(stop_base):
     def __call__(self, retry_state: RetryCallState) -> bool:
         if self.deadline is None:
             return False
-        # tenacity computes the wait before asking whether to stop (upcoming_sleep).
-        return time.monotonic() + getattr(retry_state, "upcoming_sleep", 0.0) >= self.deadline
+        # tenacity (>= 8.3, see pyproject.toml) computes the wait before asking whether to stop.
+        return time.monotonic() + retry_state.upcoming_sleep >= self.deadline
 
 
 def build_retrying(

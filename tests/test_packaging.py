@@ -1,0 +1,79 @@
+"""What the package declares: the lower bounds of its dependencies hold what the code relies on.
+
+`make test` also runs this file in `.venvs/dagster-min`, installed with uv's `--resolution lowest-direct`
+(mk/compat.mk), where every direct dependency sits at the lowest version pyproject.toml allows; there
+``AIRPEER_LOWEST_DIRECT=1`` makes the test below check that the venv really holds those minimums.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the venvs here run 3.11
+    tomllib = pytest.importorskip("tomli")
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def _declared() -> dict[str, list[Requirement]]:
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    return {
+        "dependencies": [Requirement(r) for r in project["dependencies"]],
+        "test": [Requirement(r) for r in project["optional-dependencies"]["test"]],
+    }
+
+
+def _minimum(requirement: Requirement) -> Version:
+    lows = [Version(s.version) for s in requirement.specifier if s.operator in (">=", "==", "~=")]
+    assert lows, f"{requirement} in pyproject.toml has no lower bound"
+    return max(lows)
+
+
+def test_every_direct_dependency_has_a_lower_bound_and_the_venv_meets_it() -> None:
+    lowest = os.environ.get("AIRPEER_LOWEST_DIRECT") == "1"
+    for group, requirements in _declared().items():
+        for requirement in requirements:
+            installed = Version(version(requirement.name))
+            minimum = _minimum(requirement)
+            assert installed in requirement.specifier, f"{requirement.name} {installed} ({group})"
+            if lowest:
+                # The compat venv must test the minimums, not whatever the resolver prefers.
+                assert installed == minimum, f"{requirement.name} is {installed}, lowest allowed {minimum}"
+
+
+def test_tenacity_lower_bound_computes_the_wait_before_the_stop() -> None:
+    """`_StopAtDeadline` (airflow/_retry.py) reads `upcoming_sleep` when tenacity asks it whether to stop:
+    the wait must already be known then, which tenacity does from 8.3 on."""
+    tenacity = next(r for r in _declared()["dependencies"] if r.name == "tenacity")
+    assert _minimum(tenacity) >= Version("8.3")
+
+    seen: list[float] = []
+
+    def stop(state: RetryCallState) -> bool:
+        seen.append(state.upcoming_sleep)
+        return stop_after_attempt(3)(state)
+
+    attempts = 0
+
+    def flaky() -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise ConnectionError("not yet")
+        return "ok"
+
+    retrying = Retrying(
+        stop=stop, wait=wait_fixed(7), retry=retry_if_exception_type(ConnectionError), sleep=lambda _s: None
+    )
+    assert retrying(flaky) == "ok"
+    assert seen == [7.0, 7.0]
