@@ -10,7 +10,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 
 include $(sort $(wildcard $(ROOT)/mk/*.mk))
 
-.PHONY: help lint typecheck test test-unit
+.PHONY: help lint typecheck test test-unit check-wheel
 
 help:
 	@echo "make demo    - the peered tutorial: Airflow 3.3 on :8080, Dagster on :3000 (Ctrl-C stops both)"
@@ -25,10 +25,19 @@ lint: install
 typecheck: install
 	$(VENV_BIN)/mypy
 
+# The wheel users install must carry py.typed (PEP 561), or their mypy sees airpeer as untyped. Builds with uv
+# (hatchling fetched from PyPI in an isolated build env) into a temporary directory.
+check-wheel: install
+	@out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
+		cd "$(ROOT)" && UV_PYTHON_DOWNLOADS=never $(UV) build --wheel --quiet --out-dir "$$out" . && \
+		$(PY) -c 'import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist(); \
+			sys.exit(0 if "dagster_airpeer/py.typed" in names else f"{sys.argv[1]}: no dagster_airpeer/py.typed")' \
+			"$$out"/*.whl && echo "wheel ships dagster_airpeer/py.typed"
+
 test-unit: install
 	$(VENV_BIN)/pytest -m "not integration" -q
 
 # The whole suite: unit tests, real Airflow 2.11 and 3.3, the real dagster-daemon, the tutorial end to end,
 # the browser check and the benchmark harness at tiny size.
-test: lint typecheck $(TEST_DEPS)
+test: lint typecheck check-wheel $(TEST_DEPS)
 	$(VENV_BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
