@@ -27,6 +27,7 @@ from dagster_airpeer.airflow import (
     AirflowAuthError,
     AirflowComposerAuthBackend,
     AirflowConfigError,
+    AirflowConnectionError,
     AirflowInstance,
     AirflowMwaaAuthBackend,
 )
@@ -276,6 +277,14 @@ def test_mwaa_token_refused_by_aws_is_an_auth_error_naming_the_environment(mwaa_
     assert mwaa_v1.login_posts == []
 
 
+def test_mwaa_throttled_token_request_is_a_connection_error(mwaa_v1: FakeMwaa) -> None:
+    mwaa_v1.stubber.add_client_error(
+        "create_web_login_token", service_error_code="ThrottlingException", http_status_code=429
+    )
+    with pytest.raises(AirflowConnectionError, match=f"{ENV}.*ThrottlingException"):
+        mwaa_v1.instance().get_dag("a")
+
+
 def test_mwaa_concurrent_first_requests_share_one_login(mwaa_v1: FakeMwaa) -> None:
     mwaa_v1.expect_tokens(1)  # the Stubber answers once: a second create_web_login_token would fail
     backend = mwaa_v1.backend()
@@ -432,7 +441,7 @@ COMPOSER_URL = "https://abc123-dot-us-central1.composer.googleusercontent.com"
 GOOGLE_TOKEN = "ya29.google-SECRET"
 
 
-def _counting_credentials(lifetime: timedelta = timedelta(hours=1), fail: bool = False) -> Any:
+def _counting_credentials(lifetime: timedelta = timedelta(hours=1), fail: str | None = None) -> Any:
     """google-auth credentials whose refresh is counted and issues numbered tokens."""
     from google.auth import credentials as ga_credentials
     from google.auth import exceptions
@@ -443,8 +452,10 @@ def _counting_credentials(lifetime: timedelta = timedelta(hours=1), fail: bool =
             self.refreshes = 0
 
         def refresh(self, request: Any) -> None:
-            if fail:
+            if fail == "refused":
                 raise exceptions.RefreshError("invalid_grant: secret-bearing details")
+            if fail == "unreachable":
+                raise exceptions.TransportError("connection refused")
             self.refreshes += 1
             self.token = f"{GOOGLE_TOKEN}-{self.refreshes}"
             # google-auth keeps expiry naive, in UTC.
@@ -542,11 +553,21 @@ def test_composer_refused_token_is_refreshed_once_then_an_auth_error() -> None:
 @needs_google_auth
 def test_composer_refresh_error_is_an_auth_error_without_its_details() -> None:
     fake = FakeComposer()
-    instance = fake.instance(AirflowComposerAuthBackend(COMPOSER_URL, _counting_credentials(fail=True)))
+    instance = fake.instance(AirflowComposerAuthBackend(COMPOSER_URL, _counting_credentials(fail="refused")))
     with pytest.raises(AirflowAuthError, match="could not be refreshed") as info:
         instance.get_dag("a")
     assert "secret-bearing" not in str(info.value) and info.value.__cause__ is None
     assert fake.requests == []
+
+
+@needs_google_auth
+def test_composer_unreachable_token_endpoint_is_a_connection_error() -> None:
+    fake = FakeComposer()
+    instance = fake.instance(
+        AirflowComposerAuthBackend(COMPOSER_URL, _counting_credentials(fail="unreachable"))
+    )
+    with pytest.raises(AirflowConnectionError, match="refresh the credentials"):
+        instance.get_dag("a")
 
 
 @needs_google_auth
