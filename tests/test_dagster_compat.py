@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -61,3 +65,76 @@ def test_scans_page_through_more_than_one_page(
     assert len(records) == 7 and [r.storage_id for r in records] == sorted(r.storage_id for r in records)
     since = datetime.fromtimestamp(start, tz=timezone.utc)
     assert len(list(compat.runless_asset_records_since(instance, since))) == 7
+
+
+def test_latest_check_evaluations_reads_the_history_a_wipe_clears(instance: dg.DagsterInstance) -> None:
+    key = dg.AssetKey(["w"])
+    check = dg.AssetCheckKey(key, "c")
+    for passed in (False, True):
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(asset_key=key, check_name="c", passed=passed, metadata={"p": passed})
+        )
+    latest = compat.latest_check_evaluations(instance, [check, dg.AssetCheckKey(key, "never")])
+    assert list(latest) == [check] and latest[check].passed is True
+    instance.wipe_assets([key])
+    assert compat.latest_check_evaluations(instance, [check]) == {}
+    assert len(list(compat.runless_asset_records_after(instance, 0))) == 2  # the raw rows stay
+
+
+def test_sensor_states_are_found_by_name_and_their_cursor_replaced(tmp_path: Path) -> None:
+    """The instigator state as Dagster's own `dagster sensor cursor --set` writes it (used by `airpeer clean`)."""
+    from dagster._core.scheduler.instigation import SensorInstigatorData
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    name = "unit_peered__airflow_dag_runs"
+    written = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "sensor",
+            "cursor",
+            "-f",
+            str(Path(__file__).parent / "defs" / "clean_sensor_only.py"),
+            name,
+            "--set",
+            "first",
+        ],
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert written.returncode == 0, written.stderr
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert compat.stored_sensor_states(instance, "another_sensor") == []
+        (state,) = compat.stored_sensor_states(instance, name)
+        assert (state.name, state.cursor, state.min_interval, state.running) == (name, "first", 30, False)
+        assert state.last_finished_tick is None and state.last_started_tick is None
+        before = instance.get_instigator_state(state.origin_id, state.selector_id)
+        assert before is not None and isinstance(before.instigator_data, SensorInstigatorData)
+        compat.set_stored_sensor_cursor(instance, state, "second")
+        after = instance.get_instigator_state(state.origin_id, state.selector_id)
+        assert after is not None and isinstance(after.instigator_data, SensorInstigatorData)
+        assert after.instigator_data.cursor == "second"
+        assert {**after.instigator_data._asdict(), "cursor": "first"} == before.instigator_data._asdict()
+        assert after.status == before.status
+        (reread,) = compat.stored_sensor_states(instance, name)
+        assert reread.cursor == "second"
+    # The fields `airpeer clean` reads to tell a tick in flight (the real daemon test in tests/test_clean.py
+    # checks their meaning).
+    assert {"cursor", "min_interval", "last_tick_timestamp", "last_tick_start_timestamp"} <= set(
+        SensorInstigatorData._fields
+    )
+
+
+def test_sensor_daemon_heartbeat(instance: dg.DagsterInstance) -> None:
+    from dagster._daemon.daemon import SensorDaemon
+    from dagster._daemon.types import DaemonHeartbeat
+
+    assert SensorDaemon.daemon_type() == "SENSOR"
+    assert compat.latest_sensor_daemon_heartbeat(instance) is None
+    now = time.time()
+    instance.add_daemon_heartbeat(DaemonHeartbeat(now, "SENSOR", "test", None))
+    assert compat.latest_sensor_daemon_heartbeat(instance) == pytest.approx(now)

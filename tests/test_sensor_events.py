@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from dagster_airpeer import Dag, DagsterAirflowTranslator
+from dagster_airpeer import RUN_STATUS_CHECK_NAME, Dag, DagsterAirflowTranslator
 from reliability.fake_airflow import FakeAirflow
 from reliability.harness import drain, peer_fake
 from reliability.ledger import recorded_events
@@ -116,3 +116,107 @@ def test_a_first_import_is_one_event_per_completion(
         ("alpha", "r9", False),
         ("beta", "r12", False),
     ]
+
+
+# -- #13.17: what a killed tick stored is not stored again --------------------------------------------------------
+
+
+def test_a_tick_killed_mid_recovery_stores_the_missing_event_only(
+    fake: FakeAirflow, tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    peered = peer_fake(fake, tmp_path / "snap")
+    defs = peered.build()
+    ticker = Ticker(dagster_instance, peered.sensor)
+    fake.add_run("alpha", "failed_1", _ago(60), state="failed")
+    ticker.tick(defs)
+    fake.add_run("alpha", "recovered", _ago(30))  # a recovery: a materialization and a passing check
+    outcome = ticker.tick(defs, crash_after_events=1)  # killed after the materialization
+    assert outcome.events == 1 and not outcome.cursor_stored
+    replay = ticker.tick(defs)
+    assert replay.events == 1  # only the check evaluation
+    assert _keys(dagster_instance) == [
+        ("check", "alpha", "failed_1"),
+        ("check", "alpha", "recovered"),
+        ("materialization", "alpha", "recovered"),
+    ]
+    assert ticker.tick(defs).events == 0
+
+
+def test_a_killed_first_tick_is_not_doubled(
+    fake: FakeAirflow, tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    for i in range(6):
+        fake.add_run("alpha", f"r{i}", _ago(3600 - i))
+    peered = peer_fake(fake, tmp_path / "snap")
+    defs = peered.build()
+    ticker = Ticker(dagster_instance, peered.sensor)
+    assert ticker.tick(defs, crash_after_events=4).events == 4
+    assert ticker.cursor is None  # no cursor was stored: the next tick is a first tick again
+    assert ticker.tick(defs).events == 2
+    assert [k[2] for k in _keys(dagster_instance)] == [f"r{i}" for i in range(6)]
+
+
+def test_events_of_another_instance_or_outside_airpeer_are_not_taken_for_ours(
+    fake: FakeAirflow, tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    peered = peer_fake(fake, tmp_path / "snap")
+    defs = peered.build()
+    ticker = Ticker(dagster_instance, peered.sensor)
+    ticker.tick(defs)
+    run = fake.add_run("alpha", "r1", _ago(30))
+    # The same completion peered by another instance, and an unrelated event, stored in between.
+    other = peer_fake(fake, tmp_path / "other", name="other")
+    other_ticker = Ticker(dagster_instance, other.sensor)
+    other_ticker.tick(other.build())
+    dagster_instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=dg.AssetKey(["x"])))
+    assert ticker.tick(defs).events == 1
+    assert run.run_id in [k[2] for k in _keys(dagster_instance) if k[0] == "materialization"]
+    mine = dagster_instance.fetch_materializations(dg.AssetKey(["peered", "dag", "alpha"]), limit=10).records
+    assert len(mine) == 1
+    completion = mine[0].asset_materialization.metadata["airpeer/completion"].value  # type: ignore[union-attr]
+    assert str(completion).startswith("peered:") and len(str(completion)) == len("peered:") + 18
+
+
+def test_the_tick_log_line_reports_the_cost_of_the_event_log_check(
+    fake: FakeAirflow, tmp_path: Path, dagster_instance: dg.DagsterInstance, capfd: pytest.CaptureFixture[str]
+) -> None:
+    peered = peer_fake(fake, tmp_path / "snap")
+    defs = peered.build()
+    ticker = Ticker(dagster_instance, peered.sensor)
+    ticker.tick(defs)
+    for i in range(3):
+        fake.add_run("beta", f"b{i}", _ago(30 - i))
+    capfd.readouterr()
+    ticker.tick(defs)
+    out = capfd.readouterr()
+    line = next(x for x in (out.err + out.out).splitlines() if "runs ended" in x)
+    # The benchmark reads the check's cost from this line.
+    assert (
+        "-> 3 events" in line
+        and "event log check: 0 records in " in line
+        and "0 events already stored" in line
+    )
+
+
+def test_a_cursor_reset_skips_what_is_stored_but_reimports_what_was_wiped(
+    fake: FakeAirflow, tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    fake.add_run("alpha", "ok", _ago(120))
+    fake.add_run("beta", "bad", _ago(100), state="failed")
+    peered = peer_fake(fake, tmp_path / "snap")
+    defs = peered.build()
+    ticker = Ticker(dagster_instance, peered.sensor)
+    assert ticker.tick(defs).events == 2
+    ticker.cursor = None  # "Reset cursor" in the UI: the next tick is a first tick
+    assert ticker.tick(defs).events == 0  # both still in Dagster: nothing doubled
+    # Dagster's wipe deletes the materializations and the check history but keeps raw check rows: a reset
+    # after it imports both again instead of taking the raw row for a stored evaluation.
+    dagster_instance.wipe_assets(
+        [dg.AssetKey(["peered", "dag", "alpha"]), dg.AssetKey(["peered", "dag", "beta"])]
+    )
+    ticker.cursor = None
+    assert ticker.tick(defs).events == 2
+    history = dagster_instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey(["peered", "dag", "beta"]), RUN_STATUS_CHECK_NAME), limit=10
+    )
+    assert len(history) == 1

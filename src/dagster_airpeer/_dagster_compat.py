@@ -7,7 +7,7 @@ behaviour.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +21,7 @@ from dagster._grpc.utils import default_sensor_grpc_timeout
 __all__ = [
     "RUNLESS_RUN_ID",
     "StoredSensorState",
+    "latest_check_evaluations",
     "latest_runless_storage_id",
     "latest_sensor_daemon_heartbeat",
     "runless_asset_records_after",
@@ -144,3 +145,21 @@ def latest_sensor_daemon_heartbeat(instance: dg.DagsterInstance) -> float | None
     """When the sensor daemon of this instance last reported alive (epoch seconds), None if never."""
     heartbeat = instance.get_daemon_heartbeats().get("SENSOR")
     return float(heartbeat.timestamp) if heartbeat is not None else None
+
+
+def latest_check_evaluations(
+    instance: dg.DagsterInstance, check_keys: Sequence[dg.AssetCheckKey]
+) -> dict[dg.AssetCheckKey, dg.AssetCheckEvaluation]:
+    """The latest evaluation still in each check's execution history (one query for all keys).
+
+    Dagster's `wipe_assets` clears that history but keeps the raw ASSET_CHECK_EVALUATION rows of the event
+    log (tests/test_clean.py pins it), so only this history tells whether a raw row still counts.
+    """
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(check_keys))
+    out: dict[dg.AssetCheckKey, dg.AssetCheckEvaluation] = {}
+    for key, record in latest.items():
+        event = record.event.dagster_event if record.event is not None else None
+        data = event.event_specific_data if event is not None else None
+        if isinstance(data, dg.AssetCheckEvaluation):
+            out[key] = data
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -16,6 +17,24 @@ RUN_STATUS_CHECK_NAME = "airflow_run_status"
 CONF_DISPLAY_LIMIT = 4000
 
 AssetEvent = dg.AssetMaterialization | dg.AssetCheckEvaluation
+
+#: Metadata entry naming the completion an event stands for: `<instance name>:<18 hex digits>`. The sensor
+#: finds events a crashed tick already stored by it (docs/reliability.md).
+COMPLETION_METADATA_KEY = "airpeer/completion"
+
+
+def completion_id(instance_name: str, run: DagRun) -> str:
+    """The identity of one completion (dag id, run id, end date) of one peered instance, 27 bytes or so."""
+    end = run.end_date.isoformat(timespec="microseconds") if run.end_date is not None else ""
+    digest = hashlib.blake2b(f"{run.dag_id}\n{run.run_id}\n{end}".encode(), digest_size=9).hexdigest()
+    return f"{instance_name}:{digest}"
+
+
+def event_completion_id(event: AssetEvent) -> str | None:
+    """The completion id an event of airpeer carries (None for an event from elsewhere)."""
+    value = event.metadata.get(COMPLETION_METADATA_KEY)
+    value = getattr(value, "value", value)
+    return value if isinstance(value, str) else None
 
 
 def _conf_metadata(conf: dict[str, Any]) -> dg.MetadataValue:
@@ -54,7 +73,12 @@ def run_metadata(run: DagRun, run_url: str) -> dict[str, Any]:
 
 
 def events_for_run(
-    run: DagRun, asset_key: dg.AssetKey, *, run_url: str, status_changed: bool = False
+    run: DagRun,
+    asset_key: dg.AssetKey,
+    *,
+    run_url: str,
+    status_changed: bool = False,
+    completion: str | None = None,
 ) -> list[AssetEvent]:
     """The events of one completed run: one, or two when a success ends a recorded failure.
 
@@ -63,8 +87,13 @@ def events_for_run(
     recovery): it also passes the check, so a failing check never outlives the failure. Nothing else passes
     it: a DAG's first recorded success is a materialization alone, one event per completion, and a check
     "not evaluated" means that no failure has been recorded since the DAG was peered.
+
+    `completion` (from `completion_id`) is stored as metadata so that a later tick can tell which
+    completions are already in Dagster's event log.
     """
     metadata = run_metadata(run, run_url)
+    if completion is not None:
+        metadata[COMPLETION_METADATA_KEY] = completion
     events: list[AssetEvent] = []
     if run.succeeded:
         events.append(

@@ -12,11 +12,17 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from ._dagster_compat import sensor_evaluation_timeout_seconds
+from ._dagster_compat import (
+    latest_check_evaluations,
+    latest_runless_storage_id,
+    runless_asset_records_after,
+    runless_asset_records_since,
+    sensor_evaluation_timeout_seconds,
+)
 from .airflow.errors import AirflowNotFoundError
 from .airflow.instance import AirflowInstance
 from .airflow.models import Dag, DagRun
-from .events import AssetEvent, events_for_run
+from .events import AssetEvent, completion_id, event_completion_id, events_for_run
 from .feed import CompletionFeed, CursorError, FeedState, load_cursor_json
 
 #: Seconds of Dagster's sensor timeout kept free after the hard deadline: building the tick's events, the
@@ -168,16 +174,26 @@ class DagAssetResolver:
 
 @dataclass
 class SensorCursor:
-    """The sensor's cursor: the feed's position plus the run status last reported for each DAG."""
+    """The sensor's cursor: the feed's position, the run status last reported for each DAG, and how far
+    Dagster's event log of runless asset events had been read.
+
+    As JSON (`to_json` / `from_json`): the feed's keys plus `ok` and `failing` (sorted DAG ids whose last
+    recorded completion succeeded / failed; a DAG in neither has no recorded run) and `stored_after`.
+    """
 
     feed: FeedState
     #: DAG id -> whether its last recorded completion succeeded (one entry per DAG with a recorded run).
     status: dict[str, bool] = field(default_factory=dict)
+    #: Storage id of the newest runless asset event when this cursor's tick ran: events stored after it may
+    #: come from a tick killed before its cursor was stored (None: not known yet, the first tick).
+    stored_after: int | None = None
 
     def to_json(self) -> str:
         doc = self.feed.to_dict()
         doc["ok"] = sorted(d for d, ok in self.status.items() if ok)
         doc["failing"] = sorted(d for d, ok in self.status.items() if not ok)
+        if self.stored_after is not None:
+            doc["stored_after"] = self.stored_after
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
@@ -187,7 +203,104 @@ class SensorCursor:
         ok, failing = doc.get("ok", []), doc.get("failing", [])
         if not isinstance(ok, list) or not isinstance(failing, list):
             raise CursorError("the sensor cursor's 'ok'/'failing' entries are not lists")
-        return cls(feed=feed, status={**{str(d): True for d in ok}, **{str(d): False for d in failing}})
+        stored_after = doc.get("stored_after")
+        if stored_after is not None and (isinstance(stored_after, bool) or not isinstance(stored_after, int)):
+            raise CursorError(f"the sensor cursor's 'stored_after' is not a storage id: {stored_after!r}")
+        return cls(
+            feed=feed,
+            status={**{str(d): True for d in ok}, **{str(d): False for d in failing}},
+            stored_after=stored_after,
+        )
+
+
+@dataclass
+class StoredCheck:
+    """What the check of Dagster's event log found: completions (with the kind of event) already stored."""
+
+    stored: set[tuple[str, str]]
+    #: The storage id the next tick reads after.
+    stored_after: int | None
+    records: int = 0
+    seconds: float = 0.0
+
+
+def _event_kind(event: object) -> str:
+    return "check" if isinstance(event, dg.AssetCheckEvaluation) else "materialization"
+
+
+def already_stored(
+    dagster: dg.DagsterInstance,
+    wanted: set[str],
+    after: int | None,
+    since: datetime | None,
+) -> StoredCheck:
+    """Which of the completion ids `wanted` (a tick's, from `completion_id`) are in Dagster's event log since
+    the previous cursor, as (completion id, "materialization" | "check").
+
+    Dagster stores a tick's asset events and then its cursor; a daemon killed in between leaves events
+    that the next tick, starting from the previous cursor, would produce again. They are the runless events
+    stored after `after` (the newest storage id when the previous cursor's tick ran), read once (pages of
+    1000), whatever the number of assets. Without `after` (the first tick), the runless events stored since
+    `since` (Dagster's clock) are read instead.
+    """
+    started = time.monotonic()
+    stored: set[tuple[str, str]] = set()
+    checks: dict[dg.AssetCheckKey, set[str]] = {}
+    materialized: dict[dg.AssetKey, set[str]] = {}
+    newest = after
+    records = 0
+    if after is not None:
+        scanned = runless_asset_records_after(dagster, after)
+    elif since is not None:
+        scanned = runless_asset_records_since(dagster, since)
+    else:
+        scanned = iter(())
+    for record in scanned:
+        records += 1
+        newest = record.storage_id if newest is None else max(newest, record.storage_id)
+        event = record.event_log_entry.dagster_event
+        data = event.event_specific_data if event is not None else None
+        if isinstance(data, dg.AssetCheckEvaluation):
+            found: AssetEvent = data
+        elif data is not None and isinstance(getattr(data, "materialization", None), dg.AssetMaterialization):
+            found = data.materialization  # type: ignore[union-attr]
+        else:
+            continue
+        completion = event_completion_id(found)
+        if completion not in wanted:
+            continue
+        if isinstance(found, dg.AssetCheckEvaluation):
+            checks.setdefault(dg.AssetCheckKey(found.asset_key, found.check_name), set()).add(completion)
+        else:
+            materialized.setdefault(found.asset_key, set()).add(completion)
+    # Dagster's wipe keeps raw event rows: a row found counts only while its asset's (or check's) history
+    # still ends with one of the rows found (a killed tick's events are the latest of their assets until the
+    # replay). One query each, only when a completion of this tick was found: none on an ordinary tick.
+    if materialized:
+        for asset_record in dagster.get_asset_records(sorted(materialized, key=str)):
+            entry = asset_record.asset_entry
+            last = entry.last_materialization
+            materialization = last.asset_materialization if last is not None else None
+            completions = materialized.get(entry.asset_key, set())
+            if materialization is not None and event_completion_id(materialization) in completions:
+                stored.update((c, "materialization") for c in completions)
+    if checks:
+        latest = latest_check_evaluations(dagster, sorted(checks, key=str))
+        for check_key, completions in checks.items():
+            evaluation = latest.get(check_key)
+            if evaluation is not None and event_completion_id(evaluation) in completions:
+                stored.update((c, "check") for c in completions)
+    if newest is None:
+        newest = latest_runless_storage_id(dagster) or 0
+    return StoredCheck(stored, newest, records, time.monotonic() - started)
+
+
+def _dagster_instance(context: dg.SensorEvaluationContext) -> dg.DagsterInstance | None:
+    # The daemon always passes one; a context built in a test may have none, and then there is no log to read.
+    try:
+        return context.instance
+    except dg.DagsterInvariantViolationError:
+        return None
 
 
 def sensor_name(instance_name: str) -> str:
@@ -218,6 +331,7 @@ def build_dag_run_sensor(
     )
     def _airflow_dag_runs(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         started = time.monotonic()
+        skew = timedelta(0)  # Airflow's clock minus Dagster's, measured on the first tick
         feed = CompletionFeed(
             instance,
             late_commit_window=settings.late_commit_window,
@@ -233,13 +347,14 @@ def build_dag_run_sensor(
                 except CursorError as exc:
                     raise CursorError(
                         f"Sensor '{name}' cannot read its cursor ({exc}). Reset the cursor on the sensor's page "
-                        f"in the Dagster UI: the next tick then imports the last {settings.lookback} of runs again, "
-                        "which can repeat events already recorded."
+                        f"in the Dagster UI: the next tick then imports the last {settings.lookback} of runs again "
+                        "and skips those whose events are still in Dagster's event log."
                     ) from exc
             else:
                 # The first request also tells us Airflow's clock, which the lookback is measured on.
                 api_version = instance.api_version
                 now = instance.server_time() or datetime.now(timezone.utc)
+                skew = now - datetime.now(timezone.utc)
                 cursor = SensorCursor(feed=FeedState.initial(now, settings.lookback))
                 context.log.info(
                     f"airpeer: first tick for Airflow instance '{instance.name}' (REST {api_version}); importing "
@@ -249,6 +364,7 @@ def build_dag_run_sensor(
             events: list[AssetEvent] = []
             succeeded: dict[dg.AssetKey, list[str]] = {}
             not_peered = new_dags = 0
+            earliest: list[datetime] = []  # the earliest end date recorded this tick
 
             def record(runs: Sequence[DagRun]) -> None:
                 # Called as completions become final, while later pages are still in flight. Inside the
@@ -266,11 +382,53 @@ def build_dag_run_sensor(
                     recovered = run.succeeded and status.get(run.dag_id) is False
                     status[run.dag_id] = run.succeeded
                     run_url = instance.run_url(run.dag_id, run.run_id)
-                    events.extend(events_for_run(run, key, run_url=run_url, status_changed=recovered))
+                    events.extend(
+                        events_for_run(
+                            run,
+                            key,
+                            run_url=run_url,
+                            status_changed=recovered,
+                            completion=completion_id(instance.name, run),
+                        )
+                    )
+                    if run.end_date is not None and (not earliest or run.end_date < earliest[0]):
+                        earliest[:] = [run.end_date]
                     if run.succeeded and key in user_checks_by_asset:
                         succeeded.setdefault(key, []).append(f"{run.dag_id}/{run.run_id}/{run.end_date}")
 
             result = feed.poll(cursor.feed, on_completions=record)
+
+        # Before emitting: Dagster's event log, read once, for what a tick killed after storing some of its
+        # events and before its cursor left behind (docs/reliability.md). Those completions are skipped.
+        dagster = _dagster_instance(context)
+        stored_after = cursor.stored_after
+        check_note = ""
+        if dagster is not None:
+            if events:
+                since = None
+                if cursor.stored_after is None and earliest:
+                    # First tick: a killed first tick stored its events after they ended (on Dagster's clock,
+                    # give or take the skew to Airflow's and between hosts).
+                    since = earliest[0] - skew - settings.late_commit_window
+                wanted = {c for c in map(event_completion_id, events) if c is not None}
+                check = already_stored(dagster, wanted, cursor.stored_after, since)
+                skipped = 0
+                if check.stored:
+                    kept = [e for e in events if (event_completion_id(e), _event_kind(e)) not in check.stored]
+                    skipped, events = len(events) - len(kept), kept
+                stored_after = check.stored_after
+                check_note = (
+                    f"; event log check: {check.records} records in {check.seconds:.3f} s, {skipped} events "
+                    "already stored"
+                )
+                if skipped:
+                    context.log.warning(
+                        f"airpeer: {skipped} events were already in Dagster's event log (a tick stopped after "
+                        "storing them and before its cursor); they are not stored again."
+                    )
+            else:
+                latest = latest_runless_storage_id(dagster)
+                stored_after = latest if latest is not None else (stored_after or 0)
 
         run_requests = []
         if succeeded and checks_job is not None:
@@ -292,7 +450,7 @@ def build_dag_run_sensor(
             f"airpeer: {len(result.completions)} runs ended ({len(result.completions) - failed} succeeded, "
             f"{failed} failed) -> {len(events)} events, {len(run_requests)} check runs; {result.pages} pages in "
             f"{time.monotonic() - started:.2f} s; {'caught up' if result.caught_up else 'more to read next tick'}; "
-            f"watermark {result.state.watermark.isoformat(timespec='seconds')}"
+            f"watermark {result.state.watermark.isoformat(timespec='seconds')}{check_note}"
         )
         if new_dags:
             context.log.warning(
@@ -306,7 +464,7 @@ def build_dag_run_sensor(
                 f"airpeer: Airflow stopped answering mid-tick ({result.interrupted}); what was read is recorded "
                 "and the next tick resumes from there."
             )
-        next_cursor = SensorCursor(feed=result.state, status=status).to_json()
+        next_cursor = SensorCursor(feed=result.state, status=status, stored_after=stored_after).to_json()
         return dg.SensorResult(asset_events=events, run_requests=run_requests, cursor=next_cursor)
 
     return _airflow_dag_runs
