@@ -166,7 +166,9 @@ class HttpSession:
                     timeout=httpx.Timeout(self.timeout, connect=CONNECT_TIMEOUT_SECONDS),
                     verify=self._ssl_verify(),
                     transport=self.transport,
-                    cookies=httpx.Cookies(CookieJar(policy=_NoCookies())),
+                    # The jar itself, not httpx.Cookies(jar): httpx copies a Cookies object's cookies into a
+                    # fresh default jar and would drop the policy (cookies the server sets would then be sent).
+                    cookies=CookieJar(policy=_NoCookies()),
                     follow_redirects=False,
                     limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
                     headers={"Accept": "application/json", "User-Agent": "dagster-airpeer"},
