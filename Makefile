@@ -39,5 +39,11 @@ test-unit: install
 
 # The whole suite: unit tests, real Airflow 2.11 and 3.3, the real dagster-daemon, the tutorial end to end,
 # the browser check and the benchmark harness at tiny size.
+# Most real-Airflow tests wait on Airflow, not on the CPU, so they run on PYTEST_WORKERS pytest-xdist workers even
+# on 2 cores. `--dist loadgroup` with the xdist_group marks of tests/conftest.py keeps each shared stack on one
+# worker (af3, af2, the tutorial demo, the tiny benchmark): one Airflow 3.3 and one 2.11 for the session, as
+# without xdist, while unit tests and tests with their own stack spread. The 15 slowest tests are listed each run.
+# PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 3
 test: lint typecheck check-wheel $(TEST_DEPS)
-	$(VENV_BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV_BIN)/pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)

@@ -23,8 +23,9 @@ $(DAGSTER_MIN_STAMP): $(ROOT)/pyproject.toml $(ROOT)/mk/compat.mk | $(DAGSTER_MI
 		-e ".[test]"
 	@touch "$@"
 
+# These unit tests are CPU-bound: one pytest-xdist worker per core (the lowest pytest-xdist allowed).
 test-dagster-min: $(DAGSTER_MIN_STAMP)
 	@echo "unit tests at the lowest allowed versions: $$(cd "$(ROOT)" && $(DAGSTER_MIN_VENV)/bin/python -c \
 		'from importlib.metadata import version as v; print(", ".join(f"{p} {v(p)}" for p in ("dagster", "httpx", "pydantic", "tenacity")))') ..."
 	@cd "$(ROOT)" && AIRPEER_LOWEST_DIRECT=1 $(DAGSTER_MIN_VENV)/bin/pytest -q -p no:cacheprovider -m "not integration" \
-		$(DAGSTER_MIN_TESTS)
+		-n 2 --durations=5 $(DAGSTER_MIN_TESTS)

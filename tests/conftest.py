@@ -17,6 +17,14 @@ Fixtures
 
 Tests using any of these are marked ``integration`` plus ``airflow3``/``airflow2`` automatically, so
 ``pytest -m "not integration"`` runs without Airflow. A missing venv fails loudly (run ``make install``).
+
+Parallel runs (``make test`` runs ``pytest -n N --dist loadgroup``): each test also gets an ``xdist_group`` mark
+from the expensive fixtures it uses, so that every shared stack is started by one worker only: ``af3`` for the
+shared Airflow 3.3 (``airflow3`` or ``airflow[af3]``), ``af2`` for the shared Airflow 2.11, ``tutorial`` for
+the demo stack of tests/examples, and one group per module for a module whose tests share a module-scoped
+fixture (the tiny benchmark run, for instance). Everything else, ``airflow_stack_factory`` tests included
+(each starts its own instance on free ports), spreads over the workers. A test that needs both shared stacks
+goes to ``af3`` and starts a second Airflow 2.11 on that worker: give it a dedicated stack or split it.
 """
 
 from __future__ import annotations
@@ -113,9 +121,34 @@ def airflow_stack_factory(
             stack.stop()
 
 
+def _shared_stacks(item: pytest.Item, names: set[str]) -> set[int]:
+    """The majors of the shared session stacks a test uses (``airflow`` picks its stack by parameter)."""
+    majors = {major for fixture, major in _STACK_FIXTURES.items() if fixture in names}
+    callspec = getattr(item, "callspec", None)
+    if "airflow" in names and callspec is not None and callspec.params.get("airflow") in _VENVS:
+        majors.add(callspec.params["airflow"])
+    return majors
+
+
+def _xdist_group(item: pytest.Item, names: set[str]) -> str | None:
+    """The worker group of a test (see the module docstring), or None to let it run on any worker."""
+    majors = _shared_stacks(item, names)
+    if majors:
+        return "af3" if 3 in majors else "af2"
+    if "tutorial_stacks" in names:
+        return "tutorial"
+    fixture_info = getattr(item, "_fixtureinfo", None)
+    if fixture_info is not None:
+        for definitions in fixture_info.name2fixturedefs.values():
+            if definitions and definitions[-1].scope in ("module", "class", "package"):
+                return f"module:{item.nodeid.split('::', 1)[0]}"
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests by the Airflow fixtures they use, before ``-m`` selection runs."""
+    """Mark tests by the Airflow fixtures they use, before ``-m`` selection runs and before pytest-xdist
+    turns the ``xdist_group`` marks into work units."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         for fixture, major in _STACK_FIXTURES.items():
@@ -124,3 +157,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.airflow3 if major == 3 else pytest.mark.airflow2)
         if "airflow" in names or "airflow_stack_factory" in names:
             item.add_marker(pytest.mark.integration)
+        group = _xdist_group(item, names)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
