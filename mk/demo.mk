@@ -29,11 +29,25 @@ TUTORIAL_ENV = \
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-TEST_DEPS += browser
+# The dbt manifest of the tutorial's dbt project, read by the observe stage's @dbt_assets (not committed:
+# built from the project, like any dbt target/). `dbt parse` needs no database.
+TUTORIAL_DBT_DIR := $(TUTORIAL_DIR)/dbt_project
+TUTORIAL_DBT_MANIFEST := $(TUTORIAL_DBT_DIR)/target/manifest.json
 
-.PHONY: demo run-dag clean screenshots browser
+TEST_DEPS += browser dbt-manifest
 
-demo: install
+.PHONY: demo run-dag clean screenshots browser dbt-manifest
+
+dbt-manifest: $(TUTORIAL_DBT_MANIFEST)
+
+# Rebuilt when a file of the dbt project changes (models, tests, sources, dbt_project.yml, profiles.yml).
+# (install is order-only: a reinstall alone does not change the manifest.)
+$(TUTORIAL_DBT_MANIFEST): $(shell find $(TUTORIAL_DBT_DIR) -path $(TUTORIAL_DBT_DIR)/target -prune -o -path $(TUTORIAL_DBT_DIR)/logs -prune -o -type f \( -name '*.sql' -o -name '*.yml' \) -print) | install
+	@echo "building the dbt manifest of $(TUTORIAL_DBT_DIR) (dbt parse) ..."
+	@cd "$(TUTORIAL_DBT_DIR)" && $(VENV_BIN)/dbt parse --quiet --project-dir . --profiles-dir . --target-path target --log-path logs
+	@touch "$@"
+
+demo: install dbt-manifest
 	@$(TUTORIAL_ENV) $(PY) $(TUTORIAL_DIR)/scripts/demo.py --defs $(TUTORIAL_DEFS)
 
 run-dag: install
@@ -44,10 +58,11 @@ clean: install
 
 # Runs the browser test on a private stack (on the demo's ports, so the images show the README's URLs; stop
 # `make demo` first) and keeps its screenshots in docs/images/.
-screenshots: install browser
+screenshots: install browser dbt-manifest
 	TUTORIAL_SCREENSHOT_DIR="$(SCREENSHOT_DIR)" \
 	TUTORIAL_TEST_AIRFLOW_PORT="$(AIRFLOW_PORT)" TUTORIAL_TEST_DAGSTER_PORT="$(DAGSTER_PORT)" \
-		$(VENV_BIN)/pytest -q -p no:cacheprovider tests/examples/test_tutorial_browser.py
+		$(VENV_BIN)/pytest -q -p no:cacheprovider tests/examples/test_tutorial_browser.py \
+		tests/examples/test_tutorial_observe.py::test_asset_graph_shows_the_lineage
 
 browser:
 	@if [ ! -x $(CHROMIUM) ]; then \
