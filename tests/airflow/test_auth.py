@@ -634,3 +634,54 @@ def test_airflow2_forbidden_with_a_session_keeps_the_session() -> None:
     later = [r for r in fake.requests if r.url.path.startswith("/api/v1/dags/")][2:]
     assert all("authorization" not in r.headers for r in later), "no basic-auth fallback"
     assert all(r.headers["cookie"] == "session=sess0" for r in later)
+
+
+def test_requests_starting_during_a_renewal_wait_for_it() -> None:
+    """Once Airflow refused the token, requests that start while the renewal is in flight wait for the new
+    token instead of sending the refused one (one refusal, one login)."""
+    fake = _v2_with_dag()
+    instance = make_instance(fake)
+    instance.get_dag("a")
+    refused = fake.issued[0]
+    fake.valid_tokens.clear()  # revoked
+    started, release = _blocking_login(fake, "POST", "/auth/token")
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(instance.get_dag, "a")
+        assert started.wait(30)  # refused, renewing
+        backend = instance.auth_backend
+        assert isinstance(backend, AirflowBasicAuthBackend)
+        in_flight = backend._token_login
+        assert in_flight is not None
+        waiting = threading.Event()
+
+        class Watched(threading.Event):
+            def wait(self, timeout: float | None = None) -> bool:
+                waiting.set()
+                return super().wait(timeout)
+
+        in_flight.done = Watched()
+        second = pool.submit(instance.get_dag, "a")
+        try:
+            assert waiting.wait(30)  # the second call waits for the renewal
+        finally:
+            release.set()
+        assert first.result(timeout=30).dag_id == second.result(timeout=30).dag_id == "a"
+    sent_with_refused = [
+        r for r in fake.api("GET", "/dags/a") if r.headers["authorization"] == f"Bearer {refused}"
+    ]
+    assert len(sent_with_refused) == 2  # the first call, and the one Airflow refused
+    assert fake.logins == 2
+
+
+def test_a_missing_password_setting_leaves_no_login_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster import EnvVar
+
+    monkeypatch.delenv("AIRPEER_TEST_PASSWORD", raising=False)
+    fake = _v2_with_dag()
+    backend = AirflowBasicAuthBackend(URL, "admin", EnvVar("AIRPEER_TEST_PASSWORD"))
+    instance = AirflowInstance(backend, name="x", transport=fake.transport())
+    with pytest.raises(AirflowConfigError, match="AIRPEER_TEST_PASSWORD"):
+        instance.get_dag("a")
+    assert backend._token_login is None
+    monkeypatch.setenv("AIRPEER_TEST_PASSWORD", PASSWORD)
+    assert instance.get_dag("a").dag_id == "a"

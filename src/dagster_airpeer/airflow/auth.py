@@ -469,7 +469,12 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
         if not self._blames_the_token(response, token):
             return
         # Airflow refused a token we believed valid (revoked, server restarted with a new secret, clock
-        # skew): log in again, once.
+        # skew): log in again, once. The token is dropped first, so that requests starting meanwhile wait
+        # for the renewal instead of sending a token Airflow refuses.
+        with self._lock:
+            if self._token == token:
+                self._token = None
+                self._token_renew_at = None
         token = yield from self._renew_token(request, stale=token, started=started)
         if token is None:
             return
@@ -522,12 +527,17 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
                 current = self._valid_token()
                 if current is not None and current != stale:
                     return current
+                # A refused login is shared with the requests that were already under way when it was
+                # refused (a request started later tries again), unless they hold a token of their own
+                # other than the one that login was to replace.
                 refusal = self._refusal
-                if refusal is not None and refusal[0] == stale and refusal[1] >= started:
+                if refusal is not None and refusal[1] >= started and (stale is None or refusal[0] == stale):
                     raise AirflowAuthError(refusal[2])
+                # Read before taking the slot: a missing setting raises, and must not leave a login
+                # "in flight" that never lands.
+                username, password = self._get_credentials()
                 login, lead = self._join_or_lead("_token_login")
                 if lead:
-                    username, password = self._get_credentials()
                     self.token_requests += 1
             if not lead:
                 self._wait_for(login, "_token_login", request)
