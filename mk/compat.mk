@@ -1,11 +1,13 @@
 # The lowest versions allowed: `make test` also runs the unit suite (no real Airflow) in a venv where every direct
-# dependency of pyproject.toml (dagster, httpx, pydantic, tenacity and the test extra) is at its lower bound
+# dependency of pyproject.toml (dagster, httpx, pydantic, tenacity and every extra's) is at its lower bound
 # (uv's `--resolution lowest-direct`), so neither an API of a newer release nor a too-low bound slips in
 # unnoticed. Dagster resolves to 1.12.0, the lowest supported.
 # `--upgrade`: uv keeps installed versions that satisfy a requirement; when the stamp is redone over an old venv
 # they must move to the minimums too.
 DAGSTER_MIN_VENV := $(ROOT)/.venvs/dagster-min
 DAGSTER_MIN_STAMP := $(DAGSTER_MIN_VENV)/.airpeer-installed
+# Every extra of pyproject.toml, so that their lower bounds are tried too (tests/test_packaging.py checks).
+DAGSTER_MIN_EXTRAS := test,mwaa,composer
 DAGSTER_MIN_TESTS := tests/feed tests/test_events.py tests/test_translator.py tests/test_definitions.py \
 	tests/airflow tests/test_packaging.py
 
@@ -20,7 +22,7 @@ $(DAGSTER_MIN_VENV)/bin/python: | $(UV)
 $(DAGSTER_MIN_STAMP): $(ROOT)/pyproject.toml $(ROOT)/mk/compat.mk | $(DAGSTER_MIN_VENV)/bin/python
 	@echo "installing airpeer with the lowest allowed version of every direct dependency into $(DAGSTER_MIN_VENV) ..."
 	@cd "$(ROOT)" && $(UV_INSTALL) --python "$(DAGSTER_MIN_VENV)/bin/python" --resolution lowest-direct --upgrade \
-		-e ".[test]"
+		-e ".[$(DAGSTER_MIN_EXTRAS)]"
 	@touch "$@"
 
 # These unit tests are CPU-bound: one pytest-xdist worker per core (the lowest pytest-xdist allowed).
