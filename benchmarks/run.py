@@ -120,6 +120,10 @@ class Settings:
     cases: tuple[str, ...] = CASE_KINDS
     #: Where airpeer is imported from (the sources of --airpeer-commit); None: the checkout itself.
     airpeer_src: str | None = None
+    #: --airpeer-after: once each plan's Airflow is ready, wait for a commit whose message contains this text
+    #: (until the UTC time `airpeer_after_until`), then measure the HEAD of that moment.
+    airpeer_after: str | None = None
+    airpeer_after_until: str | None = None
 
 
 BOTH = ("airpeer", "airlift")
@@ -324,6 +328,8 @@ class StackRun:
             ).stdout.strip()  # fmt: skip
             say(f"Airflow {self.result['airflow_version']} ready, {plan.dags} DAGs listed after "
                 f"{self.result['dags_listed_s']:.1f} s")  # fmt: skip
+            if self.settings.airpeer_after:
+                self._wait_for_airpeer_commit()
             for library in plan.libraries:
                 env = None
                 if library == "airpeer" and self.settings.airpeer_src:
@@ -355,6 +361,35 @@ class StackRun:
             stack.stop()
             say(f"Airflow {stack.version_label} stopped")
         return self.result
+
+    def _wait_for_airpeer_commit(self) -> None:
+        """Airflow is up (its start is long at N=1000): wait for the commit to measure, then take its sources.
+
+        The newest commit whose message contains the text is measured (not HEAD: later commits of other work
+        stay out), the same one for every plan of the run; HEAD if none came by the deadline.
+        """
+        text, until = self.settings.airpeer_after, self.settings.airpeer_after_until
+        assert text is not None
+        code = _RESOLVED.get(text)
+        if code is None:
+            deadline = datetime.fromisoformat(
+                f"{datetime.now(timezone.utc).date()}T{until or '23:59'}:00+00:00"
+            )
+            while True:
+                found = subprocess.run(["git", "log", "--format=%H", "-F", f"--grep={text}", "-1"], cwd=ROOT,
+                                       capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+                if found or datetime.now(timezone.utc) >= deadline:
+                    break
+                say(f"waiting for a commit with {text!r} (until {until or '23:59'} UTC)")
+                time.sleep(60)
+            code = _airpeer_code(found or "HEAD", self.dir.parent)
+            code["waited_for"] = text
+            code["found"] = bool(found)
+            _RESOLVED[text] = code
+        self.settings = replace(self.settings, airpeer_src=code["src"])
+        self.result["airpeer_code"] = code
+        say(f"measuring airpeer at {code['commit']} ({code.get('subject', '')[:70]})"
+            + ("" if found else f"; no commit with {text!r} by then"))  # fmt: skip
 
     # -- loads ----------------------------------------------------------------------------------------------
 
@@ -719,6 +754,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="measure airpeer as of this commit (its src/ from `git archive`), not the checkout's working tree",
     )
+    parser.add_argument(
+        "--airpeer-after",
+        default=None,
+        metavar="TEXT",
+        help="start each plan's Airflow, then wait for a commit whose message contains TEXT and measure it",
+    )
+    parser.add_argument("--airpeer-after-until", default=None, metavar="HH:MM", help="UTC; stop waiting then")
     parser.add_argument("--render", type=Path, default=None, help="only render OUTPUT from this results.json")
     parser.add_argument(
         "--command", default=None, help="the command recorded in the report (default: this one)"
@@ -742,6 +784,10 @@ def main(argv: list[str] | None = None) -> int:
     airpeer_code = _airpeer_code(args.airpeer_commit, work)
     if airpeer_code.get("src"):
         settings = replace(settings, airpeer_src=airpeer_code["src"])
+    if args.airpeer_after:
+        settings = replace(
+            settings, airpeer_after=args.airpeer_after, airpeer_after_until=args.airpeer_after_until
+        )
     plans = settings.plans
     if args.only:
         wanted = {tuple(int(x) for x in item.split(":")) for item in args.only.split(",")}
@@ -768,11 +814,18 @@ def main(argv: list[str] | None = None) -> int:
             say(f"plan Airflow {plan.major} N={plan.dags} failed: {exc}")
             results["stacks"].append({"major": plan.major, "dags": plan.dags, "error": str(exc)})
         results_path.write_text(json.dumps(results, indent=1, default=_json_default))
+    waited = [s["airpeer_code"] for s in results["stacks"] if "airpeer_code" in s]
+    if waited:
+        results["airpeer_code"] = waited[0]
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results_path.write_text(json.dumps(results, indent=1, default=_json_default))
     write_report(args.output, results)
     say(f"wrote {args.output} (raw figures in {results_path})")
     return 1 if any("error" in stack for stack in results["stacks"]) else 0
+
+
+#: --airpeer-after: the commit found, per text, for the plans after the first.
+_RESOLVED: dict[str, dict[str, Any]] = {}
 
 
 def _airpeer_code(commit: str | None, work: Path) -> dict[str, Any]:

@@ -118,7 +118,9 @@ def test_live_analysis_counts_each_tick_and_finds_stalls(tmp_path: Path) -> None
 
 
 def test_the_event_log_check_is_read_from_the_tick_log_line() -> None:
-    e2e = {
-        "tick_logs": [["airpeer: 5 runs ended", "airpeer: event log checked in 12.5 ms; 40 records read"], []]
-    }
-    assert event_log_checks(e2e) == [(0.0125, 40)]
+    line = (
+        "airpeer: 5 runs ended (5 succeeded, 0 failed) -> 5 events, 0 check runs; 1 pages in 0.05 s; caught up; "
+        "watermark 2026-12-02T01:38:48+00:00; event log check: 40 records in 0.013 s, 0 events already stored"
+    )
+    e2e = {"tick_logs": [[line], ["airpeer: 0 runs ended"]]}
+    assert event_log_checks(e2e) == [(0.013, 40)]
