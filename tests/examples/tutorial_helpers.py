@@ -76,6 +76,8 @@ class TutorialStack:
     raw_csv: Path
     output: list[str] = field(default_factory=list, repr=False)
     sessions: list[int] = field(default_factory=list)
+    # The Dagster definitions the demo loads (demo.py --defs): a stage of the tutorial.
+    defs_file: Path = DEFS_FILE
     # Not in the repr: a failing assertion prints the stack, and tokens do not belong in test logs.
     _token: str | None = field(default=None, repr=False)
 
@@ -269,8 +271,8 @@ class TutorialStack:
         self.process.wait(timeout=30)
 
 
-def start_stack(base: Path) -> TutorialStack:
-    """Start demo.py on free ports under ``base`` and wait for its ready line."""
+def start_stack(base: Path, defs_file: Path = DEFS_FILE) -> TutorialStack:
+    """Start demo.py on free ports under ``base`` with the stage ``defs_file`` and wait for its ready line."""
     base.mkdir(parents=True, exist_ok=True)
     raw_csv = base / "raw" / "raw_customers.csv"
     raw_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -298,6 +300,8 @@ def start_stack(base: Path) -> TutorialStack:
         str(base / "out"),
         "--sensor-interval",
         str(SENSOR_INTERVAL_SECONDS),
+        "--defs",
+        str(defs_file),
     ]
     process = subprocess.Popen(
         command,
@@ -311,7 +315,7 @@ def start_stack(base: Path) -> TutorialStack:
         # Its own session, like a terminal's foreground job: only the SIGINT the test sends reaches it.
         start_new_session=True,
     )
-    stack = TutorialStack(process, airflow_port, dagster_port, base, raw_csv)
+    stack = TutorialStack(process, airflow_port, dagster_port, base, raw_csv, defs_file=defs_file)
     ready = threading.Event()
 
     def read_output() -> None:
@@ -344,10 +348,14 @@ class TutorialStackManager:
         self._count = 0
         self.stack: TutorialStack | None = None
 
-    def get(self) -> TutorialStack:
+    def get(self, defs_file: Path = DEFS_FILE) -> TutorialStack:
+        """The running stack if it loads ``defs_file``; else the running one is stopped and a new one started."""
+        if self.stack is not None and self.stack.running and self.stack.defs_file != defs_file:
+            # One stack at a time: the machine is shared, and the tests may ask for the demo's fixed ports.
+            self.close()
         if self.stack is None or not self.stack.running:
             self._count += 1
-            self.stack = start_stack(self._base / f"stack{self._count}")
+            self.stack = start_stack(self._base / f"stack{self._count}", defs_file)
         return self.stack
 
     def close(self) -> None:
