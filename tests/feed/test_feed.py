@@ -26,6 +26,8 @@ from dagster_airpeer.feed import CompletionFeed, CursorError, FeedState, InlineE
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 LATE = timedelta(minutes=5)
+#: The feed's default `full_reread_window`: runs that commit later than this after their end are found by counts.
+FRESH = timedelta(seconds=30)
 
 
 @dataclass
@@ -437,11 +439,14 @@ def _random_history(seed: int, *, parallel: int, deletions: bool) -> None:
     (the fake answers them one after the other, in a fixed order). A deleted run may or may not have been
     delivered; every run still in Airflow at the end must have been delivered exactly once.
 
-    A group of tied runs is skipped when as many runs end at its instant as were delivered there, after it
-    was read whole. That is exact when a group only loses members once they are visible, which holds for real
-    ties (one transaction writes them, microseconds apart from any other run; docs/cursor.md). This fake's
-    whole-second end dates let late runs join a group, so runs are deleted only where every run ending at
-    that instant is visible and delivered, and no run joins an instant after a deletion there.
+    A part of the window is skipped when Airflow counts as many runs in it as were delivered there (minus
+    those found gone). That is exact unless, between two checks of it, a run leaves it while another one joins
+    it (docs/cursor.md, "Counts"). Runs join a counted part only by committing more than `FRESH` after their
+    end: without deletions, commit delays go up to the whole late-commit window; with deletions, up to
+    `FRESH` (late commits into counted parts with deletions are tested on their own below). Groups of tied
+    runs are counted in the recent part too, and this fake's whole-second end dates let late runs join a
+    group, so runs are deleted only where every run ending at that instant is visible and delivered, and no
+    run joins an instant after a deletion there.
     """
     rng = random.Random(seed)
     caps = [2, 3, 10, 100] if deletions else [1, 3, 10, 100]
@@ -461,11 +466,14 @@ def _random_history(seed: int, *, parallel: int, deletions: bool) -> None:
     n = 0
     for _ in range(150):
         af.now += timedelta(seconds=rng.choice([1, 5, 30, 90]))
-        shared_end = af.now - timedelta(seconds=rng.randint(0, 200))
+        # A run added now that ended `x` ago is a commit `x` late, whatever its delay says.
+        shared_end = af.now - timedelta(
+            seconds=rng.randint(0, int(FRESH.total_seconds()) - 1 if deletions else 200)
+        )
         batch = rng.choice([0, 0, 1, 3, 20, 250 if deletions else 20])
         for _ in range(batch):
             n += 1
-            delay = timedelta(seconds=rng.randint(0, int(LATE.total_seconds()) - 1))
+            delay = timedelta(seconds=rng.randint(0, int((FRESH if deletions else LATE).total_seconds()) - 1))
             end = shared_end if rng.random() < 0.5 else af.now - delay
             if end in closed:
                 end -= timedelta(microseconds=rng.randint(1, 999))
@@ -546,10 +554,20 @@ def test_range_span_whose_overlap_does_not_match_is_read_again_by_keyset() -> No
 
     class Tick:
         parallel = 4
-        server_time = None
+        page_size = 100
+        server_time: datetime | None = None
 
         def seen_at(self, instant: datetime) -> int:
             return 0
+
+        def expected_at(self, instant: datetime) -> int:
+            return 0
+
+        def expected_in(self, lo: datetime, hi: datetime) -> int:
+            return 0
+
+        def split_point(self, lo: datetime, hi: datetime) -> datetime | None:
+            return None
 
         def resume_for(self, instant: datetime) -> None:
             return None
@@ -643,3 +661,124 @@ def test_tied_runs_are_handed_over_page_by_page_as_their_pages_are_verified() ->
     )
     assert result.caught_up and len(result.completions) == 1000
     assert len(batches) > 1 and [run for batch in batches for run in batch] == result.completions
+
+
+# ------------------------------------------------------------------------- counts of the settled window
+
+
+def _window_of(af: FakeAirflow, count: int, *, span: timedelta = timedelta(minutes=4)) -> None:
+    """`count` runs ending evenly over the `span` before Airflow's clock (all inside the late-commit window)."""
+    for i in range(count):
+        af.add(f"d{i % 11}", f"w{i:05}", af.now - span + span * i / count)
+
+
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_idle_tick_over_a_window_of_many_runs_costs_a_few_counts(parallel: int) -> None:
+    """5000 runs ended in the last 4 minutes (50 pages): an idle tick counts them instead of reading them."""
+    af = FakeAirflow(now=T0 + timedelta(hours=1))
+    _window_of(af, 5000)
+    feed = _feed(af, parallel=parallel)
+    runs, state = _drain(feed, FeedState.initial(af.now, timedelta(hours=1)))
+    assert len(runs) == 5000
+    af.now += FRESH + timedelta(seconds=5)  # the last runs are past the recent part, still in the window
+    _drain(feed, state)  # one tick that reads the recent part by content once more
+    returned: list[int] = []
+    original = af.list_finished_runs
+
+    def record(**kwargs: Any) -> RunsPage:
+        page = original(**kwargs)
+        returned.append(len(page.runs))
+        return page
+
+    af.list_finished_runs = record  # type: ignore[method-assign]
+    for _ in range(3):
+        af.now += timedelta(seconds=10)
+        result = feed.poll(state)
+        state = result.state
+        before, returned[:] = af.requests, []
+        result = feed.poll(state)
+        state = result.state
+        assert result.completions == [] and result.caught_up
+        # Counts of the settled part, the recent part and the keyset: not 50 pages.
+        assert af.requests - before <= 4, af.requests - before
+        assert sum(returned) <= 3
+    # A late commit into the counted part is found, by a few counts and one small page, and delivered once.
+    af.add("late", "one", af.now - timedelta(minutes=2))
+    before = af.requests
+    result = feed.poll(state)
+    assert _ids(result.completions) == [("late", "one", af.now - timedelta(minutes=2))]
+    assert af.requests - before <= 20  # log2(50 pages) halvings of two counts each, then a page
+    assert feed.poll(result.state).completions == []
+
+
+def test_a_run_deleted_in_the_counted_window_does_not_hide_a_later_late_commit() -> None:
+    """Counts compare with what was there when last read: a deletion is recorded as gone, so a run committing
+    late into the same part afterwards (one more run again) is still found."""
+    af = FakeAirflow(now=T0 + timedelta(hours=1))
+    _window_of(af, 400)
+    feed = _feed(af)
+    runs, state = _drain(feed, FeedState.initial(af.now, timedelta(hours=1)))
+    assert len(runs) == 400
+    af.now += FRESH + timedelta(seconds=5)
+    _, state = _drain(feed, state)
+    victim = runs[100]
+    af.delete(victim.dag_id, victim.run_id)
+    af.now += timedelta(seconds=5)
+    result = feed.poll(state)
+    assert result.completions == [] and result.caught_up
+    assert sum(result.state.gone.values()) == 1
+    assert victim.end_date is not None
+    af.add("late", "after-delete", victim.end_date + timedelta(microseconds=3))
+    af.now += timedelta(seconds=5)
+    again = feed.poll(FeedState.from_json(result.state.to_json()))
+    assert _ids(again.completions) == [("late", "after-delete", victim.end_date + timedelta(microseconds=3))]
+    af.now += LATE
+    assert _drain(feed, again.state)[1].gone == {}
+
+
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_a_tiny_time_budget_no_longer_stalls_the_feed(parallel: int) -> None:
+    """1000 runs arrive over 200 s and every tick stops right after its first answers (a 10 ms budget): each
+    run is delivered within a few ticks of becoming visible, not minutes later."""
+    af = FakeAirflow(now=T0)
+    feed = _feed(af, parallel=parallel, time_budget=0.01, clock=StepClock(1.0))
+    state = FeedState.initial(af.now, timedelta(minutes=10))
+    visible_at: dict[str, int] = {}
+    delivered_at: dict[str, int] = {}
+    for tick in range(160):
+        af.now += timedelta(seconds=2)
+        if tick < 100:
+            for i in range(10):  # 5 runs a second, some committed a few seconds late
+                run_id = f"r{tick:03}_{i}"
+                delay = timedelta(seconds=(i * 7) % 5)
+                af.add(f"d{i}", run_id, af.now - delay - timedelta(milliseconds=100 * i), commit_delay=delay)
+                visible_at[run_id] = tick
+        result = feed.poll(FeedState.from_json(state.to_json()))
+        state = result.state
+        for run in result.completions:
+            assert run.run_id not in delivered_at, f"{run.run_id} delivered twice"
+            delivered_at[run.run_id] = tick
+    assert set(delivered_at) == set(visible_at)
+    lag = max(delivered_at[r] - visible_at[r] for r in visible_at)
+    # The recent part is read again one page a tick here, so a late commit waits a few ticks, not minutes.
+    assert lag <= 8, f"a run was delivered {lag} ticks ({2 * lag} s) after it became visible"
+    assert state.watermark == af.now - LATE  # the verification kept up too
+
+
+def test_cursors_without_the_keyset_position_are_read_from_the_watermark() -> None:
+    """A cursor written before counts (no `read_to`): the whole window is read again once, then counted."""
+    af = FakeAirflow(now=T0 + timedelta(hours=1))
+    _window_of(af, 300)
+    feed = _feed(af)
+    _, state = _drain(feed, FeedState.initial(af.now, timedelta(hours=1)))
+    old = state.to_dict()
+    for key in ("read_to", "full_from", "gone"):
+        old.pop(key, None)
+    restored = FeedState.from_dict(old)
+    assert restored.position == restored.watermark == restored.recount_to
+    af.add("late", "x", af.now - timedelta(minutes=3))
+    result = feed.poll(restored)
+    assert _ids(result.completions) == [("late", "x", af.now - timedelta(minutes=3))]
+    assert result.state.read_to is not None and result.state.full_from is not None
+    again = FeedState.from_json(result.state.to_json())
+    assert again == result.state

@@ -1,12 +1,21 @@
-"""One tick of the completion feed: read the spans from the watermark on, concurrently, and merge them in order.
+"""One tick of the completion feed: check the late-commit window, read on from where the keyset stopped.
 
-See the package docstring and docs/cursor.md for why this delivers every completion exactly once.
+A tick has two lists of spans, read concurrently:
+
+* *verification* of ``[watermark, read_to)``, the part already read that late commits may still join: counts
+  of the part read once it was settled (``[watermark, full_from)``), and a re-read by content of the most
+  recent part (``[full_from, read_to)``, the runs that ended within ``full_reread_window`` of the last tick);
+* the *keyset*, from ``read_to`` on: new completions, delivered as a prefix in end-date order.
+
+Neither waits for the other: new completions keep flowing while the verification is behind, and the
+watermark only passes what was verified. See the package docstring and docs/cursor.md.
 """
 
 from __future__ import annotations
 
 import contextvars
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -15,11 +24,15 @@ from typing import Any, Literal, Protocol
 
 from ..airflow.errors import AirflowError
 from ..airflow.models import DagRun, RunsPage
-from .spans import MAX_SPANS, ONE_MICROSECOND, PageRequest, RangeSpan, Span, TieSpan, TimeSpan
-from .state import FeedState
+from .spans import MAX_SPANS, ONE_MICROSECOND, CountSpan, PageRequest, RangeSpan, Span, TieSpan, TimeSpan
+from .state import FeedState, iso, run_digest
 
 #: A cursor this far beyond the late-commit window behind Airflow's clock is catching up, not polling.
 _BEHIND = timedelta(minutes=1)
+#: A window holding at most this share of a page of delivered runs is simply read again (one request).
+_SMALL_WINDOW = 0.5
+#: Count slices of the settled part of the window are at least this many pages of delivered runs each.
+_COUNT_SLICE_PAGES = 4
 
 
 class FinishedRunsSource(Protocol):
@@ -71,6 +84,7 @@ class _Tick:
 
     state: FeedState
     parallel: int
+    page_size: int = 100
     server_time: datetime | None = None
     newest_end: datetime | None = None
     pages: int = 0
@@ -82,14 +96,86 @@ class _Tick:
     out: list[DagRun] = field(default_factory=list)
     delivered_spans: int = 0
     on_completions: Callable[[Sequence[DagRun]], None] | None = None
+    #: Verification spans already delivered (or settled by a count).
+    settled_spans: set[int] = field(default_factory=set)
+    #: Where the verification's re-read by content starts (before it: counts).
+    recount_to: datetime | None = None
     _resume: tuple[datetime, int, str | None] | None = field(default=None)
+
+    #: The end dates of `seen` at the tick's start, sorted, and the running sum of the runs expected there.
+    keys: list[str] = field(default_factory=list)
+    _cumulative: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.state.tie_at is not None:
             self._resume = (self.state.tie_at, self.state.tie_offset, self.state.tie_anchor)
+        self.keys = sorted(self.state.seen)
+        total = 0
+        self._cumulative = [0]
+        for key in self.keys:
+            total += len(self.state.seen[key]) - self.state.gone.get(key, 0)
+            self._cumulative.append(total)
 
     def seen_at(self, instant: datetime) -> int:
         return self.state.seen_at(instant)
+
+    def expected_at(self, instant: datetime) -> int:
+        return self.state.expected_at(instant)
+
+    def _bound(self, instant: datetime | None) -> int:
+        return len(self.keys) if instant is None else bisect_left(self.keys, iso(instant))
+
+    def expected_in(self, lo: datetime, hi: datetime | None) -> int:
+        """Runs expected with ``lo <= end_date < hi`` (as of the tick's start; counts only check that part)."""
+        return self._cumulative[self._bound(hi)] - self._cumulative[self._bound(lo)]
+
+    def cumulative_at(self, instant: datetime) -> int:
+        return self._cumulative[self._bound(instant)]
+
+    def key_reaching(self, target: float) -> datetime | None:
+        """The first end date of `seen` before which at least `target` runs are expected."""
+        index = bisect_left(self._cumulative, target)
+        return datetime.fromisoformat(self.keys[index - 1]) if 0 < index <= len(self.keys) else None
+
+    def keys_in(self, lo: datetime, hi: datetime | None) -> list[str]:
+        return self.keys[self._bound(lo) : self._bound(hi)]
+
+    def split_point(self, lo: datetime, hi: datetime) -> datetime | None:
+        """An end date inside ``(lo, hi)`` with about half of the expected runs on each side, if there is one."""
+        a, b = self._bound(lo), self._bound(hi)
+        if b - a < 1:
+            return None
+        half = (self._cumulative[a] + self._cumulative[b]) / 2
+        crossing = min(max(bisect_left(self._cumulative, half, a + 1, b + 1) - 1, a), b - 1)
+        point = datetime.fromisoformat(self.keys[crossing])
+        if crossing == a:
+            # The first end date holds half the runs or more: the left part ends right after it.
+            point += ONE_MICROSECOND
+        return point if lo < point < hi else None
+
+    def take_span(self, span: Span) -> None:
+        """Deliver what a span read (its new completions) and note which runs its whole range still holds."""
+        if isinstance(span, TieSpan):
+            self.take_tie_pages(span)
+            if span.complete and span.full and not span.skipped and not span.broken:
+                found: dict[str, set[str]] = {iso(span.at): set()}
+                for page in span.pages:
+                    found[iso(span.at)].update(run_digest(r) for r in page.runs)
+                self.state.record_present(span.at, span.at + ONE_MICROSECOND, found, self.keys)
+            return
+        if isinstance(span, (TimeSpan, RangeSpan)):
+            self.take(span.runs)
+            if isinstance(span, TimeSpan):
+                hi = span.tie_at if span.tie_at is not None else span.hi
+                if not span.complete:
+                    hi = span.position  # the keyset read everything before it
+            else:
+                hi = span.hi
+            found = {}
+            for run in span.runs:
+                if run.end_date is not None:
+                    found.setdefault(iso(run.end_date), set()).add(run_digest(run))
+            self.state.record_present(span.lo, hi, found, self.keys)
 
     def take(self, runs: Sequence[DagRun]) -> None:
         """Deliver the runs not delivered before (by an earlier tick, or an overlapping page of this one)."""
@@ -145,7 +231,10 @@ class CompletionFeed:
         source: the Airflow instance.
         late_commit_window: how long after its end date a run may still become visible (commit delay plus
             clock skew between Airflow's own hosts). Runs that ended within this window before Airflow's
-            current time are re-read each tick.
+            current time are checked each tick: by content if they ended within `full_reread_window` of the
+            last tick, by counts of their number before that.
+        full_reread_window: runs are read again by content until they ended this long before Airflow's clock
+            at a tick that read them (at most `late_commit_window`); see docs/cursor.md, "Counts".
         time_budget: seconds after which a tick stops sending new requests.
         max_completions: a tick stops sending new requests once it has read this many runs.
         parallel: at most this many requests in flight at once (1 reads one page after the other).
@@ -160,6 +249,7 @@ class CompletionFeed:
         source: FinishedRunsSource,
         *,
         late_commit_window: timedelta = timedelta(minutes=5),
+        full_reread_window: timedelta = timedelta(seconds=30),
         time_budget: float = 8.0,
         max_completions: int = 5000,
         parallel: int = 4,
@@ -171,8 +261,11 @@ class CompletionFeed:
             raise ValueError("late_commit_window must not be negative")
         if parallel < 1:
             raise ValueError(f"parallel must be >= 1, got {parallel}")
+        if full_reread_window < timedelta(0):
+            raise ValueError("full_reread_window must not be negative")
         self._source = source
         self._late = late_commit_window
+        self._fresh = min(full_reread_window, late_commit_window)
         self._budget = time_budget
         self._max = max_completions
         self._parallel = parallel
@@ -191,67 +284,106 @@ class CompletionFeed:
         wait); an error it raises fails the tick.
         """
         state = state.copy()
-        tick = _Tick(state=state, parallel=self._parallel, on_completions=on_completions)
-        spans: list[Span]
-        if state.tie_at is not None and state.tie_at <= state.watermark:
-            # Stopped inside a group of tied runs that was settled: nothing before it can still appear.
-            spans = [
+        tick = _Tick(
+            state=state, parallel=self._parallel, page_size=self._page_size, on_completions=on_completions
+        )
+        watermark, start, recount_to = state.watermark, state.position, state.recount_to
+        if tick.expected_in(watermark, None) <= _SMALL_WINDOW * self._page_size:
+            # Fewer runs than half a page since the watermark: one keyset page from it is cheapest (and exact).
+            start = recount_to = watermark
+        tick.recount_to = recount_to
+        verify: list[Span] = self._count_spans(watermark, recount_to, tick)
+        if start > recount_to:
+            verify += self._cut_spans(recount_to, start, state, tick)
+        main = self._main_spans(start, state, tick)
+        self._read(verify, main, tick)
+        return self._merge(verify, main, tick, state, start, recount_to)
+
+    def _main_spans(self, lo: datetime, state: FeedState, tick: _Tick) -> list[Span]:
+        if state.tie_at is not None and state.tie_at <= lo:
+            # Stopped inside a group of tied runs where the keyset goes on: nothing before it is left to read.
+            tick.spans += 1
+            return [
                 TieSpan(at=state.tie_at, tick=tick),
                 TimeSpan(state.tie_at + ONE_MICROSECOND, None, tick),
             ]
-        else:
-            spans = self._window_spans(state, tick)
-        self._read(spans, tick)
-        return self._merge(spans, tick, state)
+        return self._cut_spans(lo, None, state, tick)
 
-    def _window_spans(self, state: FeedState, tick: _Tick) -> list[Span]:
-        """The spans a tick starts with, so that its first pages go out at once instead of one by one.
+    def _count_spans(self, lo: datetime, hi: datetime, tick: _Tick) -> list[Span]:
+        """Count slices of ``[lo, hi)``, the part of the window read once settled: one request each, all at once.
 
-        The late-commit window it re-reads is cut where what it delivered there fills about a page; a group of
-        tied runs it delivered there that fills a page (or the one it stopped inside) is a tie span from the
-        start, instead of being found by a first page full of it. When the cursor is far behind Airflow's clock
-        (the first tick importing its lookback, a sensor that was stopped), the rest up to Airflow's clock is
-        cut into `parallel` equal slices. The last span is open-ended; a span holding more than it seemed
-        splits again after its first page.
+        A few slices of at least `_COUNT_SLICE_PAGES` pages of runs each, cut at end dates by what was
+        delivered there (leaving a slot for the keyset and one for the recent part); an idle tick's cost
+        does not grow with the runs in the window.
         """
+        if hi <= lo:
+            return []
+        expected = tick.expected_in(lo, hi)
+        slices = max(1, min(self._parallel - 2, expected // (_COUNT_SLICE_PAGES * self._page_size)))
+        points = [lo]
+        base = tick.cumulative_at(lo)
+        for i in range(1, slices):
+            at = tick.key_reaching(base + expected * i / slices)
+            if at is not None and points[-1] < at < hi and tick.expected_in(points[-1], at) > 0:
+                points.append(at)
+        ends = [*points[1:], hi]
+        spans: list[Span] = [
+            CountSpan(a, b, tick, tick.expected_in(a, b)) for a, b in zip(points, ends, strict=True)
+        ]
+        tick.spans += len(spans)
+        return spans
+
+    def _cut_spans(self, lo: datetime, hi: datetime | None, state: FeedState, tick: _Tick) -> list[Span]:
+        """The spans for ``[lo, hi)`` a tick starts with, so that its first pages go out at once.
+
+        The range is cut where what was delivered there fills about a page; a group of tied runs delivered
+        there that fills a page (or the one a tick stopped inside) is a tie span from the start, instead of
+        being found by a first page full of it. When an open range starts far behind Airflow's clock (the
+        first tick importing its lookback, a sensor that was stopped), the rest up to Airflow's clock is cut
+        into `parallel` equal slices. The last span reaches `hi`; a span holding more than it seemed splits
+        again after its first page.
+        """
+        spans: list[Span]
         if self._parallel <= 1:
-            return [TimeSpan(state.watermark, None, tick)]
-        # Where spans end, in order; True: a group of tied runs is read at that instant.
-        cuts: list[tuple[datetime, bool]] = []
-        lo, filled = state.watermark, 0
-        for key in sorted(state.seen):
-            at, count = datetime.fromisoformat(key), len(state.seen[key])
-            if at < lo:
-                continue
-            if count >= self._page_size or at == state.tie_at:
-                cuts.append((at, True))
-                lo, filled = at + ONE_MICROSECOND, 0
-                continue
-            if filled >= self._page_size - 1 and at > lo:
-                cuts.append((at, False))
-                lo, filled = at, 0
-            filled += count
-        now = self._source.server_time()
-        if now is not None and now - lo > self._late + _BEHIND:
-            step = (now - lo) / self._parallel
-            cuts.extend((lo + step * i, False) for i in range(1, self._parallel))
-        spans: list[Span] = []
-        lo = state.watermark
-        for at, tie in cuts[: (MAX_SPANS - 1) // 2]:
-            if at > lo:
-                spans.append(TimeSpan(lo, at, tick))
-            if tie:
-                spans.append(TieSpan(at=at, tick=tick))
-                lo = at + ONE_MICROSECOND
-            else:
-                lo = at
-        spans.append(TimeSpan(lo, None, tick))
-        tick.spans = len(spans)
+            spans = [TimeSpan(lo, hi, tick)]
+        else:
+            # Where spans end, in order; True: a group of tied runs is read at that instant.
+            cuts: list[tuple[datetime, bool]] = []
+            start, filled = lo, 0
+            for key in tick.keys_in(lo, hi):
+                at, count = datetime.fromisoformat(key), len(state.seen[key])
+                if count >= self._page_size or at == state.tie_at:
+                    cuts.append((at, True))
+                    start, filled = at + ONE_MICROSECOND, 0
+                    continue
+                if filled >= self._page_size - 1 and at > start:
+                    cuts.append((at, False))
+                    start, filled = at, 0
+                filled += count
+            if hi is None:
+                now = self._source.server_time()
+                behind = _BEHIND + (self._late if lo <= state.watermark else timedelta(0))
+                if now is not None and now - start > behind:
+                    step = (now - start) / self._parallel
+                    cuts.extend((start + step * i, False) for i in range(1, self._parallel))
+            budget = max(0, (MAX_SPANS - 1 - tick.spans) // 2)
+            spans = []
+            for at, tie in cuts[:budget]:
+                if at > lo:
+                    spans.append(TimeSpan(lo, at, tick))
+                if tie:
+                    spans.append(TieSpan(at=at, tick=tick))
+                    lo = at + ONE_MICROSECOND
+                else:
+                    lo = at
+            if hi is None or lo < hi:
+                spans.append(TimeSpan(lo, hi, tick))
+        tick.spans += len(spans)
         return spans
 
     # ------------------------------------------------------------------ reading
 
-    def _read(self, spans: list[Span], tick: _Tick) -> None:
+    def _read(self, verify: list[Span], main: list[Span], tick: _Tick) -> None:
         own_pool = self._executor is None and self._parallel > 1
         executor: Executor = (
             self._executor
@@ -261,19 +393,19 @@ class CompletionFeed:
             else InlineExecutor()
         )
         started = self._clock()
-        in_flight: dict[Future[RunsPage], tuple[Span, PageRequest]] = {}
-        stopping = False
+        in_flight: dict[Future[RunsPage], tuple[list[Span], Span, PageRequest]] = {}
+        over = stopping = False
         try:
             while True:
                 if not stopping:
-                    self._submit(tick, spans, in_flight, executor)
+                    self._submit(tick, verify, main, in_flight, executor, over=over)
                 if not in_flight:
                     return
                 done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
                 # Handle answers in span order so a tick is reproducible with a deterministic executor.
-                order = {id(span): i for i, span in enumerate(spans)}
-                for future in sorted(done, key=lambda f: (order[id(in_flight[f][0])], in_flight[f][1].index)):
-                    span, request = in_flight.pop(future)
+                order = {id(span): i for i, span in enumerate([*verify, *main])}
+                for future in sorted(done, key=lambda f: (order[id(in_flight[f][1])], in_flight[f][2].index)):
+                    spans, span, request = in_flight.pop(future)
                     try:
                         page = future.result()
                     except AirflowError as exc:
@@ -287,11 +419,13 @@ class CompletionFeed:
                         at = spans.index(span) + 1
                         spans[at:at] = added
                 over = self._clock() - started >= self._budget or tick.new_runs >= self._max
-                if over and _progressed(spans):
+                # A tick never stands still: both the keyset and the verification move before it stops.
+                if over and _progressed(main) and _verified_some(verify, tick):
                     stopping = True
                 if not stopping:
-                    self._submit(tick, spans, in_flight, executor)
-                self._deliver_ready(spans, tick)
+                    self._submit(tick, verify, main, in_flight, executor, over=over)
+                self._deliver_ready(main, tick)
+                self._deliver_verified(verify, tick)
         finally:
             if own_pool:
                 executor.shutdown(wait=True)
@@ -299,22 +433,53 @@ class CompletionFeed:
     def _submit(
         self,
         tick: _Tick,
-        spans: list[Span],
-        in_flight: dict[Future[RunsPage], tuple[Span, PageRequest]],
+        verify: list[Span],
+        main: list[Span],
+        in_flight: dict[Future[RunsPage], tuple[list[Span], Span, PageRequest]],
         executor: Executor,
+        *,
+        over: bool,
     ) -> None:
-        """Send the earliest requests first: when a tick stops, what it read is then mostly one prefix."""
-        for span in spans:
-            while len(in_flight) < self._parallel:
-                request = span.next_request()
-                if request is None:
+        """Send the earliest requests first: when a tick stops, what it read is then mostly one prefix.
+
+        The verification (counts first) goes before the keyset, but leaves the keyset a request slot, so a
+        window that must be read again never holds new completions back. Past its budget, a tick only sends
+        what the list that has not moved yet needs.
+        """
+        verify_slots = self._parallel - 1 if self._parallel > 1 and _pending(main) else self._parallel
+        for spans, slots in ((verify, verify_slots), (main, self._parallel)):
+            if over and (_verified_some(spans, tick) if spans is verify else _progressed(spans)):
+                continue
+            used = sum(1 for owner, _, _ in in_flight.values() if owner is spans)
+            for span in spans:
+                while len(in_flight) < self._parallel and used < slots:
+                    request = span.next_request()
+                    if request is None:
+                        break
+                    # Each request runs in a copy of this context: the instance's deadline lives in a contextvar.
+                    future = executor.submit(contextvars.copy_context().run, self._fetch, request)
+                    tick.requests += 1
+                    used += 1
+                    in_flight[future] = (spans, span, request)
+                if len(in_flight) >= self._parallel or used >= slots:
                     break
-                # Each request runs in a copy of this context: the instance's deadline lives in a contextvar.
-                future = executor.submit(contextvars.copy_context().run, self._fetch, request)
-                tick.requests += 1
-                in_flight[future] = (span, request)
-            if len(in_flight) >= self._parallel:
-                return
+
+    @staticmethod
+    def _deliver_verified(spans: list[Span], tick: _Tick) -> None:
+        """Deliver what the verification found as soon as a span of it is read whole (order does not matter:
+        these are late commits, older than runs already delivered)."""
+        for span in spans:
+            if id(span) in tick.settled_spans:
+                continue
+            if isinstance(span, (CountSpan, RangeSpan)) and span.replaced:
+                tick.settled_spans.add(id(span))
+            elif isinstance(span, (TimeSpan, RangeSpan, TieSpan)) and span.complete:
+                tick.take_span(span)
+                tick.settled_spans.add(id(span))
+            elif isinstance(span, CountSpan) and span.complete:
+                tick.settled_spans.add(id(span))
+            elif isinstance(span, TieSpan):
+                tick.take_tie_pages(span)
 
     @staticmethod
     def _deliver_ready(spans: list[Span], tick: _Tick) -> None:
@@ -328,11 +493,12 @@ class CompletionFeed:
             if isinstance(span, RangeSpan) and span.replaced:
                 pass
             elif isinstance(span, (TimeSpan, RangeSpan)) and span.complete:
-                tick.take(span.runs)
+                tick.take_span(span)
             elif isinstance(span, TieSpan):
                 tick.take_tie_pages(span)
                 if not span.complete or tick.joined_while_resumed(span):
                     return
+                tick.take_span(span)
             else:
                 return
             tick.delivered_spans += 1
@@ -348,17 +514,25 @@ class CompletionFeed:
 
     # ------------------------------------------------------------------ merging
 
-    def _merge(self, spans: list[Span], tick: _Tick, state: FeedState) -> PollResult:
-        """Deliver the spans in order up to the first one not read completely, and move the cursor there."""
+    def _merge(
+        self,
+        verify: list[Span],
+        spans: list[Span],
+        tick: _Tick,
+        state: FeedState,
+        start: datetime,
+        recount_to: datetime,
+    ) -> PollResult:
+        """Deliver the keyset's spans in order up to the first one not read completely, and what the
+        verification read; move the cursor: the keyset's position, and the watermark up to what was verified."""
         interrupted: Exception | None = None
         stop_at: datetime | None = None  # None: every span was read
         stop_tie: tuple[datetime, int, str | None] | None = None
         resume = (state.tie_at, state.tie_offset, state.tie_anchor) if state.tie_at is not None else None
 
-        take = tick.take
         for span in spans[tick.delivered_spans :]:
             if isinstance(span, TimeSpan):
-                take(span.runs)
+                tick.take_span(span)
                 if not span.complete:
                     stop_at, interrupted = span.position, span.error
                     if span.position > span.lo:
@@ -374,10 +548,12 @@ class CompletionFeed:
                     # Nothing of it is delivered: the next tick reads on from its start.
                     stop_at, interrupted = span.lo, span.error
                     break
-                take(span.runs)
+                tick.take_span(span)
                 continue
             assert isinstance(span, TieSpan)
             tick.take_tie_pages(span)
+            if span.complete and not tick.joined_while_resumed(span):
+                tick.take_span(span)
             if not span.complete:
                 stop_at, interrupted = span.at, span.error
                 point = span.stop_point
@@ -390,21 +566,43 @@ class CompletionFeed:
                 stop_at, stop_tie = span.at, (span.at, 0, None)
                 break
 
-        settled = self._settled(tick, state)
-        caught_up = stop_at is None
-        if caught_up:
-            new_watermark = settled
+        # The verification: deliver what it read, find the first point it did not verify.
+        self._deliver_verified(verify, tick)
+        unverified: datetime | None = None
+        unread_recent: datetime | None = None  # the first point of [recount_to, start) not read again
+        for span in verify:
+            missed, error = _unverified_at(span, tick)
+            if missed is None:
+                continue
+            if isinstance(span, TimeSpan):
+                tick.take_span(span)  # what it read before `missed` (late commits) is delivered
+            if unverified is None:
+                unverified, interrupted = missed, interrupted or error
+            if missed >= recount_to:
+                unread_recent = missed
+                break
+
+        settled = self._settled(tick, state, self._late)
+        recent = self._settled(tick, state, self._fresh)
+        caught_up = stop_at is None and unverified is None
+        if stop_at is None:
+            # The keyset read all Airflow had when asked: it reads on from Airflow's clock at the tick's start
+            # (runs ending after it were read, and are read again; what commits late before it is verified).
+            position = max(start, tick.server_time or tick.newest_end or start)
             state.clear_tie()
         else:
-            assert stop_at is not None
-            new_watermark = min(settled, stop_at)
+            position = stop_at
             if stop_tie is not None:
                 state.stop_in_tie(*stop_tie)
             elif resume is not None and stop_at <= resume[0]:
                 state.stop_in_tie(*resume)  # stopped before the group it was to resume: keep the resume point
             else:
                 state.clear_tie()
-        state.advance(new_watermark)
+        state.advance(min(settled, unverified or position, position))
+        state.read_to = max(position, state.watermark)
+        # Read by content next tick: what ended within the recent window, and what this tick did not re-read.
+        full_from = min(recent, position, unread_recent or position)
+        state.full_from = max(full_from, state.watermark)
         return PollResult(
             completions=tick.out,
             state=state,
@@ -414,19 +612,25 @@ class CompletionFeed:
             interrupted=interrupted,
         )
 
-    def _settled(self, tick: _Tick, state: FeedState) -> datetime:
-        """Where the watermark may go at most: Airflow's clock at the tick's start minus the late window."""
+    @staticmethod
+    def _settled(tick: _Tick, state: FeedState, window: timedelta) -> datetime:
+        """Airflow's clock at the tick's start minus `window` (the watermark may go at most to that minus
+        the late-commit window)."""
         if tick.server_time is not None:
-            return tick.server_time - self._late
+            return tick.server_time - window
         if tick.newest_end is not None:
             # No Date header: Airflow's own newest end date is never ahead of its clock.
-            return tick.newest_end - self._late
+            return tick.newest_end - window
         return state.watermark
 
 
 def _progressed(spans: Sequence[Span]) -> bool:
     """Whether the prefix read so far reaches past where the tick started (a tick must never stand still)."""
     for span in spans:
+        if isinstance(span, CountSpan):
+            if span.replaced:
+                continue
+            return span.complete
         if isinstance(span, TimeSpan):
             if not span.complete:
                 return span.position > span.lo
@@ -443,3 +647,52 @@ def _progressed(spans: Sequence[Span]) -> bool:
         point = span.stop_point
         return point is not None and point != span.resumed_from
     return True
+
+
+def _pending(spans: Sequence[Span]) -> bool:
+    """Whether a list of spans may still send a request (it is not read whole and has not failed)."""
+    for span in spans:
+        if isinstance(span, (CountSpan, RangeSpan)) and span.replaced:
+            continue
+        if isinstance(span, TieSpan):
+            if not span.done and span.error is None:
+                return True
+            continue
+        if not getattr(span, "complete", False) and span.error is None:
+            return True
+    return False
+
+
+def _verified_some(spans: Sequence[Span], tick: _Tick) -> bool:
+    """Whether the verification verified a first part of both what it counts and what it reads again by
+    content (it cannot resume inside a span; a part that never moved would hold the watermark back)."""
+    recount_to = tick.recount_to if tick.recount_to is not None else tick.state.watermark
+    counted: bool | None = None
+    for span in spans:
+        point, _ = _unverified_at(span, tick)
+        if point is None:
+            continue
+        if _start(span) >= recount_to:
+            return counted is not False and point > recount_to
+        if counted is None:
+            counted = point > tick.state.watermark
+    return counted is not False
+
+
+def _start(span: Span) -> datetime:
+    if isinstance(span, TieSpan):
+        return span.at
+    assert isinstance(span, (CountSpan, TimeSpan, RangeSpan))
+    return span.lo
+
+
+def _unverified_at(span: Span, tick: _Tick) -> tuple[datetime | None, Exception | None]:
+    """The first end date a verification span did not verify, and why (None: it verified its whole range)."""
+    if isinstance(span, CountSpan):
+        return (None, None) if span.complete or span.replaced else (span.lo, span.error)
+    if isinstance(span, RangeSpan):
+        return (None, None) if span.complete or span.replaced else (span.lo, span.error)
+    if isinstance(span, TimeSpan):
+        return (None, None) if span.complete else (span.position, span.error)
+    assert isinstance(span, TieSpan)
+    return (None, None) if span.complete else (span.at, span.error)

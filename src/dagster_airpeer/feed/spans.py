@@ -18,6 +18,10 @@ poller (``poll.py``) merges the spans in list order, which is end-date order.
   move). Read in primary-key order by offset; consecutive pages overlap by one run, and that run must match,
   so a run deleted meanwhile (which shifts offsets) is detected instead of making us skip one. Pages after
   the first are independent requests and go out concurrently.
+* ``CountSpan(lo, hi)``: a part of the late-commit window whose runs were all read once they were settled:
+  one request asks only how many runs end in it (``limit=1``, ``total_entries``). As many as expected: nothing
+  to read. Otherwise it splits in two (at the median of what was delivered there) until a part is small enough
+  to be read again, as a ``TimeSpan``.
 """
 
 from __future__ import annotations
@@ -58,9 +62,16 @@ class TickContext(Protocol):
     """What spans need to know about the tick they belong to."""
 
     parallel: int
+    page_size: int
     server_time: datetime | None
 
     def seen_at(self, instant: datetime) -> int: ...
+
+    def expected_at(self, instant: datetime) -> int: ...
+
+    def expected_in(self, lo: datetime, hi: datetime) -> int: ...
+
+    def split_point(self, lo: datetime, hi: datetime) -> datetime | None: ...
 
     def resume_for(self, instant: datetime) -> tuple[int, str | None] | None: ...
 
@@ -103,6 +114,8 @@ class TimeSpan(Span):
     error: Exception | None = None
     #: False for a span that re-reads a `RangeSpan` whose overlap did not match: it stays a keyset walk.
     may_range: bool = True
+    #: Re-reads a part whose count did not match: a group of tied runs in it is read whole, not counted again.
+    reread: bool = False
     _pages: int = 0
     _in_flight: bool = False
 
@@ -148,10 +161,9 @@ class TimeSpan(Span):
             # primary key, and the rest of the range after it.
             self.tie_at = last_end
             self.complete = True
-            return [
-                TieSpan(at=last_end, tick=self.tick),
-                TimeSpan(last_end + ONE_MICROSECOND, self.hi, self.tick),
-            ]
+            after = TimeSpan(last_end + ONE_MICROSECOND, self.hi, self.tick)
+            after.reread = self.reread
+            return [TieSpan(at=last_end, tick=self.tick, read_whole=self.reread), after]
         if self._pages == 1 and self._rest_fits_a_range(page, len(page.runs)):
             return self._hand_rest_to_range(page, runs, last_end)
         self.runs.extend(runs)
@@ -183,6 +195,7 @@ class TimeSpan(Span):
             tick=self.tick,
             page_len=len(page.runs),
             total=page.total_entries - len(before),
+            reread=self.reread,
         )
         self.runs.extend(before)
         self.position = self.hi = last_end
@@ -218,7 +231,7 @@ class TimeSpan(Span):
         bounds = [last_end + step * i for i in range(1, count)]
         added: list[TimeSpan] = spans_between(bounds, self.hi, self.tick)
         for span in added:
-            span.may_range = self.may_range
+            span.may_range, span.reread = self.may_range, self.reread
         self.hi = bounds[0]
         return [*added]
 
@@ -286,6 +299,7 @@ class RangeSpan(Span):
     pages: list[TiePage] = field(default_factory=list)
     runs: list[DagRun] = field(default_factory=list)
     complete: bool = False
+    reread: bool = False
     #: An overlap did not match: this span delivers nothing and a keyset `TimeSpan` over it follows it.
     replaced: bool = False
     error: Exception | None = None
@@ -326,6 +340,7 @@ class RangeSpan(Span):
             self.replaced = True
             keyset = TimeSpan(self.lo, self.hi, self.tick)
             keyset.may_range = False
+            keyset.reread = self.reread
             return [keyset]
         return []
 
@@ -351,6 +366,8 @@ class TieSpan(Span):
     total: int = 0
     #: How many of `pages` the poller has delivered.
     delivered_pages: int = 0
+    #: Read the group from its first run even if it was delivered (a count of it did not match).
+    read_whole: bool = False
     _mode: Literal["count", "first", "rest"] = "first"
     _anchor: str | None = None
     _first_offset: int = 0
@@ -362,7 +379,9 @@ class TieSpan(Span):
 
     def __post_init__(self) -> None:
         resume = self.tick.resume_for(self.at)
-        if resume is not None:
+        if self.read_whole:
+            self.full = True
+        elif resume is not None:
             self.resumed_from = resume
             offset, anchor = resume
             if anchor is not None and offset > 0:
@@ -424,7 +443,9 @@ class TieSpan(Span):
         self._in_flight.discard(request.index)
         runs = tuple(r for r in page.runs if r.end_date == self.at)
         if self._mode == "count":
-            if self.tick.seen_at(self.at) >= page.total_entries:
+            # Equal, not "at least": a run deleted there is recorded as gone once the group is read whole, so
+            # a later count that matches again means no run joined it since (docs/cursor.md, "Counts").
+            if self.tick.expected_at(self.at) == page.total_entries:
                 self.skipped = self.complete = True
             else:
                 self._mode, self.full = "first", True
@@ -462,3 +483,50 @@ class TieSpan(Span):
             self.complete = True
         elif outcome == "broken":
             self.broken = True
+
+
+@dataclass(eq=False)
+class CountSpan(Span):
+    """Runs with ``lo <= end_date < hi`` that were all read once settled: checked by their number.
+
+    `expected` is how many runs end there if nothing changed since they were read (delivered, minus those found
+    gone). One request of one run asks Airflow's count. Equal: nothing to read. Different: split in two, or,
+    when small enough, read again by keyset (`replaced`: the spans that follow it do the work).
+    """
+
+    lo: datetime
+    hi: datetime
+    tick: TickContext
+    expected: int
+    complete: bool = False
+    replaced: bool = False
+    #: What Airflow counted.
+    found: int | None = None
+    error: Exception | None = None
+    _sent: bool = False
+
+    def next_request(self) -> PageRequest | None:
+        if self._sent or self.error is not None:
+            return None
+        self._sent = True
+        return PageRequest(end_date_gte=self.lo, end_date_lte=self.hi - ONE_MICROSECOND, limit=1)
+
+    def accept(self, request: PageRequest, page: RunsPage) -> list[Span]:
+        self.found = page.total_entries
+        if page.total_entries == self.expected:
+            self.complete = True
+            return []
+        self.replaced = True
+        # Splitting costs two counts; reading a part of a page or two costs about as much, and is exact.
+        if page.total_entries > 2 * self.tick.page_size and self.expected > 2 * self.tick.page_size:
+            at = self.tick.split_point(self.lo, self.hi)
+            if at is not None and self.tick.may_add_spans(1):
+                return [
+                    CountSpan(self.lo, at, self.tick, self.tick.expected_in(self.lo, at)),
+                    CountSpan(at, self.hi, self.tick, self.tick.expected_in(at, self.hi)),
+                ]
+        if self.hi - self.lo <= ONE_MICROSECOND:
+            return [TieSpan(at=self.lo, tick=self.tick, read_whole=True)]
+        span = TimeSpan(self.lo, self.hi, self.tick)
+        span.reread = True
+        return [span]

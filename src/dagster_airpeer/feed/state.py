@@ -1,10 +1,12 @@
-"""The feed's position, stored as the sensor cursor: a watermark and the completions delivered at or after it."""
+"""The feed's position, stored as the sensor cursor: a watermark, how far the keyset read, and the completions
+delivered at or after the watermark."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -53,6 +55,16 @@ class FeedState:
     tie_at: datetime | None = None
     tie_offset: int = 0
     tie_anchor: str | None = None
+    #: The keyset read everything visible with an end date before this instant (None: the watermark). The
+    #: next tick reads new runs from here.
+    read_to: datetime | None = None
+    #: Runs ending in [watermark, full_from) were all read by content once they were settled for
+    #: `full_reread_window`; the next tick checks that part by counts. From here to `read_to` it re-reads by
+    #: content (None: the watermark).
+    full_from: datetime | None = None
+    #: ISO end date -> how many of the completions in `seen` at that instant were missing when it was last read
+    #: whole (deleted or cleared in Airflow since): a count of that instant expects that many fewer runs.
+    gone: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def initial(cls, now: datetime, lookback: timedelta) -> FeedState:
@@ -65,7 +77,44 @@ class FeedState:
             tie_at=self.tie_at,
             tie_offset=self.tie_offset,
             tie_anchor=self.tie_anchor,
+            read_to=self.read_to,
+            full_from=self.full_from,
+            gone=dict(self.gone),
         )
+
+    @property
+    def position(self) -> datetime:
+        """Where the keyset reads on: never before the watermark."""
+        return max(self.read_to, self.watermark) if self.read_to is not None else self.watermark
+
+    @property
+    def recount_to(self) -> datetime:
+        """The end (exclusive) of the part after the watermark that the next tick checks by counts."""
+        full_from = self.full_from if self.full_from is not None else self.watermark
+        return min(max(full_from, self.watermark), self.position)
+
+    def expected_at(self, instant: datetime) -> int:
+        """How many runs end at `instant` in Airflow if nothing changed since they were read."""
+        key = iso(instant)
+        return len(self.seen.get(key, ())) - self.gone.get(key, 0)
+
+    def record_present(
+        self, lo: datetime, hi: datetime | None, found: dict[str, set[str]], keys: list[str]
+    ) -> None:
+        """A read of every run with ``lo <= end_date < hi`` (None: no end) found these digests per ISO end date.
+
+        `keys` are the sorted end dates of `seen` at the tick's start (an end date first seen since came from
+        this tick's reads, so nothing of it can be missing). Each one in the range gets how many of its
+        delivered completions the read did not find.
+        """
+        start = bisect_left(keys, iso(lo))
+        stop = len(keys) if hi is None else bisect_left(keys, iso(hi))
+        for key in keys[start:stop]:
+            missing = len(self.seen.get(key, set()) - found.get(key, set()))
+            if missing:
+                self.gone[key] = missing
+            else:
+                self.gone.pop(key, None)
 
     def is_seen(self, run: DagRun) -> bool:
         assert run.end_date is not None
@@ -99,6 +148,7 @@ class FeedState:
         self.watermark = watermark
         cut = iso(watermark)
         self.seen = {k: v for k, v in self.seen.items() if k >= cut}
+        self.gone = {k: v for k, v in self.gone.items() if k >= cut}
         if self.tie_at is not None and self.tie_at < watermark:
             self.clear_tie()
 
@@ -114,6 +164,13 @@ class FeedState:
         }
         if self.tie_at is not None:
             doc["tie"] = [iso(self.tie_at), self.tie_offset, self.tie_anchor]
+        # Keys a cursor of version 1 may lack (older airpeer reads from the watermark, ignoring them).
+        if self.read_to is not None:
+            doc["read_to"] = iso(self.read_to)
+        if self.full_from is not None:
+            doc["full_from"] = iso(self.full_from)
+        if self.gone:
+            doc["gone"] = dict(sorted(self.gone.items()))
         return doc
 
     def to_json(self) -> str:
@@ -136,6 +193,12 @@ class FeedState:
                 # runs are recognised in `seen`), since an offset alone cannot be checked.
                 offset = int(tie[1]) if anchor is not None else 0
                 state.stop_in_tie(_parse(tie[0]), offset, anchor)
+            # Written before counts: everything from the watermark on is read again by content.
+            if doc.get("read_to") is not None:
+                state.read_to = _parse(doc["read_to"])
+            if doc.get("full_from") is not None:
+                state.full_from = _parse(doc["full_from"])
+            state.gone = {str(k): int(v) for k, v in doc.get("gone", {}).items() if int(v) > 0}
             return state
         except CursorError:
             raise
