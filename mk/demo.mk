@@ -2,7 +2,7 @@
 #
 #   make demo      Airflow 3.3 on :8080 (admin/admin) + `dagster dev` on :3000, in the foreground; Ctrl-C stops both
 #   make run-dag   (another shell) triggers rebuild_customers_list through airpeer's client and follows it
-#   make clean     deletes the DAG's Airflow runs and the asset's Dagster history; both keep running
+#   make clean     deletes the DAG's finished Airflow runs and the asset's Dagster history; both keep running
 #
 # Ports and credentials: make demo AIRFLOW_PORT=8081 DAGSTER_PORT=3001 (or the same names as environment
 # variables); give run-dag and clean the same values. Stage 1 of the tutorial alone: TUTORIAL_STAGE=peer.
@@ -11,6 +11,7 @@ TUTORIAL_DIR := $(ROOT)/examples/tutorial
 # Which stage of the tutorial Dagster loads: peer_with_check (default) or peer (examples/tutorial/dagster_defs/).
 TUTORIAL_STAGE ?= peer_with_check
 TUTORIAL_DEFS = $(TUTORIAL_DIR)/dagster_defs/$(TUTORIAL_STAGE).py
+TUTORIAL_DAG := rebuild_customers_list
 SCREENSHOT_DIR := $(ROOT)/docs/images
 
 AIRFLOW_PORT ?= 8080
@@ -53,8 +54,9 @@ demo: install dbt-manifest
 run-dag: install
 	@$(TUTORIAL_ENV) $(PY) $(TUTORIAL_DIR)/scripts/run_dag.py
 
+# Only the tutorial's DAG, and its finished runs (a run still going is kept: `airpeer clean --help`).
 clean: install
-	@$(TUTORIAL_ENV) $(PY) -m dagster_airpeer clean --defs $(TUTORIAL_DEFS) --yes
+	@$(TUTORIAL_ENV) $(PY) -m dagster_airpeer clean --defs $(TUTORIAL_DEFS) --dag $(TUTORIAL_DAG) --yes
 
 # Runs the browser test on a private stack (on the demo's ports, so the images show the README's URLs; stop
 # `make demo` first) and keeps its screenshots in docs/images/.

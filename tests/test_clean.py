@@ -1,37 +1,79 @@
-"""`airpeer clean` against a real Airflow and a real Dagster instance."""
+"""`airpeer clean` against a real Airflow and a real Dagster instance (and its command line rules without one)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
-
 from dagster_airpeer import RUN_STATUS_CHECK_NAME, AirflowBasicAuthBackend, AirflowInstance
+from dagster_airpeer.cli import main
 from dagster_airpeer.events import events_for_run
+from dagster_airpeer.snapshot import fetch_snapshot, snapshot_path, store_snapshot
 
-pytestmark = pytest.mark.integration
-DEFS = Path(__file__).parent / "defs" / "clean_peer.py"
+DEFS_DIR = Path(__file__).parent / "defs"
+DEFS = DEFS_DIR / "clean_peer.py"
+SENSOR = "clean_peered__airflow_dag_runs"
+OK_KEY = dg.AssetKey(["clean_peered", "dag", "airpeer_ok"])
+FAIL_KEY = dg.AssetKey(["clean_peered", "dag", "airpeer_fail"])
+FLAKY_KEY = dg.AssetKey(["clean_peered", "dag", "airpeer_flaky"])
+WAIT_DAG = "airpeer_clean_wait"
+# A DAG whose task waits for the file named by the run's conf: its runs stay running, and with one active run
+# at a time the next one stays queued. Written into the shared stack's own copy of the DAGs folder.
+WAIT_DAG_SOURCE = '''"""airpeer_clean_wait: one task that waits for the file named by conf["release"] (airflow DAG)."""
+
+import os
+import time
+
+from airpeer_airflow_common import DAG, DAG_KWARGS, PythonOperator
 
 
-def _cli(airflow: Any, home: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
+def _wait(**context):
+    release = context["dag_run"].conf.get("release", "")
+    deadline = time.monotonic() + 600
+    while release and not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+with DAG(dag_id="airpeer_clean_wait", max_active_runs=1, **DAG_KWARGS):
+    PythonOperator(task_id="wait", python_callable=_wait)
+'''
+
+
+def _home(tmp_path: Path) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
+def _env(airflow: Any, home: Path | None, **extra: str) -> dict[str, str]:
     env = {
         **os.environ,
         "AIRPEER_TEST_AIRFLOW_URL": airflow.url,
         "AIRPEER_TEST_AIRFLOW_USER": airflow.username,
         "AIRPEER_TEST_AIRFLOW_PASSWORD": airflow.password,
+        **extra,
     }
     env.pop("DAGSTER_HOME", None)
     if home is not None:
         env["DAGSTER_HOME"] = str(home)
+    return env
+
+
+def _cli(
+    airflow: Any, home: Path | None, *args: str, defs: Path = DEFS, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dagster_airpeer", "clean", *args],
-        env=env,
+        [sys.executable, "-m", "dagster_airpeer", "clean", "--defs", str(defs), *args],
+        env=_env(airflow, home, **env),
         capture_output=True,
         text=True,
         timeout=300,
@@ -40,40 +82,232 @@ def _cli(airflow: Any, home: Path | None, *args: str) -> subprocess.CompletedPro
     )
 
 
-def test_clean_deletes_airflow_runs_and_dagster_history(airflow: Any, tmp_path: Path) -> None:
-    airflow.wait_for_dags(["airpeer_ok", "airpeer_fail", "airpeer_two_tasks"])
-    client = AirflowInstance(
+def _client(airflow: Any) -> AirflowInstance:
+    return AirflowInstance(
         auth_backend=AirflowBasicAuthBackend(airflow.url, airflow.username, airflow.password), name="c"
     )
-    run_id = f"clean_{uuid.uuid4().hex[:8]}"
-    client.trigger_dag_run("airpeer_ok", run_id=run_id)
-    run = client.wait_for_dag_run("airpeer_ok", run_id, timeout=180)
-    other = f"keep_{uuid.uuid4().hex[:8]}"
-    client.trigger_dag_run("airpeer_two_tasks", run_id=other)  # not peered by the defs file: must survive
-    client.wait_for_dag_run("airpeer_two_tasks", other, timeout=180)
 
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    key = dg.AssetKey(["clean_peered", "dag", "airpeer_ok"])
+
+def _finished_run(client: AirflowInstance, dag_id: str, prefix: str) -> Any:
+    run_id = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    client.trigger_dag_run(dag_id, run_id=run_id)
+    return client.wait_for_dag_run(dag_id, run_id, timeout=180)
+
+
+def _record(home: Path, run: Any, key: dg.AssetKey) -> None:
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        for event in events_for_run(run, key, run_url="u"):
+        for event in events_for_run(run, key, run_url="u", status_changed=True):
             instance.report_runless_asset_event(event)
-        assert instance.fetch_materializations(key, limit=10).records
 
-    refused = _cli(airflow, home, "--defs", str(DEFS))
-    assert refused.returncode == 2 and "--yes" in refused.stderr
-    no_home = _cli(airflow, None, "--defs", str(DEFS), "--yes")
-    assert no_home.returncode == 2 and "DAGSTER_HOME" in no_home.stderr
-    unknown = _cli(airflow, home, "--defs", str(DEFS), "--dag", "nope", "--yes")
-    assert unknown.returncode == 1 and "'nope'" in unknown.stderr and "airpeer_ok" in unknown.stderr
 
-    done = _cli(airflow, home, "--defs", str(DEFS), "--yes")
+def _wait_for(what: str, predicate: Callable[[], bool], timeout: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+            raise AssertionError(f"timed out waiting for {what}\n{tail}")
+        time.sleep(0.5)
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    # The error is the last line (loading the definitions may log a warning before it), without a traceback.
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("airpeer clean: "), result.stderr
+    for needle in needles:
+        assert needle in last, result.stderr
+
+
+# --- the command line without Airflow ------------------------------------------------------------------------
+
+
+def test_clean_names_the_flags_when_no_dag_is_given(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    assert main(["clean", "--defs", str(DEFS)]) == 1
+    err = capsys.readouterr().err
+    assert "--dag" in err and "--all" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["clean"],
+        ["clean", "--defs", "x.py", "--all", "--dag", "a"],
+        ["clean", "--defs", "x.py", "--nope"],
+        [],
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_1(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--help" in err, err
+
+
+def test_clean_without_dagster_home_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["clean", "--defs", str(DEFS), "--all"]) == 1
+    err = capsys.readouterr().err
+    assert "DAGSTER_HOME" in err and "--airflow-only" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_failing_definitions_file_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    for name in ("AIRPEER_TEST_AIRFLOW_URL", "AIRPEER_TEST_AIRFLOW_USER", "AIRPEER_TEST_AIRFLOW_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["clean", "--defs", str(DEFS), "--all"]) == 1
+    err = capsys.readouterr().err
+    assert "importing" in err and "AIRPEER_TEST_AIRFLOW_URL" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["clean", "--help"]])
+def test_help(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert ("--include-running" in out and "dry run" in out) if argv[0] == "clean" else "clean" in out
+
+
+# --- against real Airflow ------------------------------------------------------------------------------------
+
+
+def test_clean_is_a_dry_run_until_yes_and_needs_all_or_dag(airflow: Any, tmp_path: Path) -> None:
+    airflow.wait_for_dags(["airpeer_ok", "airpeer_fail", "airpeer_two_tasks"])
+    client = _client(airflow)
+    run = _finished_run(client, "airpeer_ok", "clean")
+    other = _finished_run(client, "airpeer_two_tasks", "keep")  # not peered by the defs file: must survive
+    home = _home(tmp_path)
+    _record(home, run, OK_KEY)
+
+    dry = _cli(airflow, home, "--all")
+    assert dry.returncode == 0, dry.stderr
+    runs_ok = len([r for r in client.list_dag_runs("airpeer_ok") if r.is_finished])
+    assert f"clean_peered / airpeer_ok: would delete {runs_ok} Airflow runs" in dry.stdout, dry.stdout
+    assert "2 Dagster events of 1 assets" in dry.stdout  # a materialization and a passing check result
+    assert "nothing deleted" in dry.stdout
+    assert run.run_id in [r.run_id for r in client.list_dag_runs("airpeer_ok")]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.fetch_materializations(OK_KEY, limit=10).records
+
+    _one_line_error(_cli(airflow, home, "--yes"), "--all", "--dag")
+    _one_line_error(_cli(airflow, None, "--all", "--yes"), "DAGSTER_HOME")
+    _one_line_error(_cli(airflow, home, "--dag", "nope", "--yes"), "'nope'", "airpeer_ok")
+
+    done = _cli(airflow, home, "--all", "--yes")
     assert done.returncode == 0, done.stderr
     assert "Airflow runs deleted" in done.stdout and airflow.password not in done.stdout + done.stderr
-    assert client.list_dag_runs("airpeer_ok") == [] and client.list_dag_runs("airpeer_fail") == []
-    assert other in [r.run_id for r in client.list_dag_runs("airpeer_two_tasks")]
+    assert all(
+        not r.is_finished for r in client.list_dag_runs("airpeer_ok") + client.list_dag_runs("airpeer_fail")
+    )
+    assert other.run_id in [r.run_id for r in client.list_dag_runs("airpeer_two_tasks")]
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        assert not instance.fetch_materializations(key, limit=10).records
-        check = dg.AssetCheckKey(key, RUN_STATUS_CHECK_NAME)
+        assert not instance.fetch_materializations(OK_KEY, limit=10).records
+        check = dg.AssetCheckKey(OK_KEY, RUN_STATUS_CHECK_NAME)
         assert not instance.event_log_storage.get_asset_check_execution_history(check, limit=10)
+
+
+@pytest.fixture
+def wait_dag(airflow: Any, tmp_path: Path) -> Iterator[Path]:
+    """The waiting DAG in the shared stack; yields the release directory, releases every run at the end."""
+    target = Path(airflow.dags_folder) / f"{WAIT_DAG}.py"
+    if not target.exists():
+        target.write_text(WAIT_DAG_SOURCE)
+    airflow.wait_for_dags([WAIT_DAG], timeout=180)
+    releases = tmp_path / "release"
+    releases.mkdir()
+    try:
+        yield releases
+    finally:
+        (releases / "go").write_text("")
+
+
+def test_clean_keeps_running_and_queued_runs_unless_asked(
+    airflow: Any, tmp_path: Path, wait_dag: Path
+) -> None:
+    client = _client(airflow)
+    go = wait_dag / "go"
+    finished = f"done_{uuid.uuid4().hex[:8]}"
+    (wait_dag / "now").write_text("")
+    client.trigger_dag_run(WAIT_DAG, run_id=finished, conf={"release": str(wait_dag / "now")})
+    client.wait_for_dag_run(WAIT_DAG, finished, timeout=180)
+    running, queued = f"running_{uuid.uuid4().hex[:8]}", f"queued_{uuid.uuid4().hex[:8]}"
+    client.trigger_dag_run(WAIT_DAG, run_id=running, conf={"release": str(go)})
+    _wait_for("the run to be running", lambda: client.get_dag_run(WAIT_DAG, running).state == "running", 180)
+    client.trigger_dag_run(WAIT_DAG, run_id=queued, conf={"release": str(go)})
+    home = _home(tmp_path)
+
+    def ours() -> dict[str, str]:
+        return {
+            r.run_id: r.state
+            for r in client.list_dag_runs(WAIT_DAG)
+            if r.run_id in {finished, running, queued}
+        }
+
+    assert ours() == {finished: "success", running: "running", queued: "queued"}
+    dry = _cli(airflow, home, "--dag", WAIT_DAG)
+    assert dry.returncode == 0, dry.stderr
+    unfinished = len([r for r in client.list_dag_runs(WAIT_DAG) if not r.is_finished])
+    assert f"({unfinished} running or queued kept)" in dry.stdout, dry.stdout
+
+    kept = _cli(airflow, home, "--dag", WAIT_DAG, "--yes")
+    assert kept.returncode == 0, kept.stderr
+    assert ours() == {running: "running", queued: "queued"}
+
+    gone = _cli(airflow, home, "--dag", WAIT_DAG, "--include-running", "--yes")
+    assert gone.returncode == 0, gone.stderr
+    assert ours() == {}
+
+
+def test_clean_checks_every_instance_before_deleting_anything(airflow: Any, tmp_path: Path) -> None:
+    airflow.wait_for_dags(["airpeer_ok", "airpeer_two_tasks"])
+    client = _client(airflow)
+    run = _finished_run(client, "airpeer_ok", "two")
+    home = _home(tmp_path)
+    _record(home, run, OK_KEY)
+    # The second instance answers nothing now; it loads from the snapshot it left while it was up.
+    down_url = "http://127.0.0.1:9"
+    down = AirflowInstance(
+        auth_backend=AirflowBasicAuthBackend(down_url, airflow.username, airflow.password), name="clean_down"
+    )
+    snapshot = fetch_snapshot(client).model_copy(
+        update={"instance_name": "clean_down", "webserver_url": down.webserver_url}
+    )
+    store_snapshot(snapshot_path(home / "airpeer", "clean_down"), snapshot)
+    defs = DEFS_DIR / "clean_two_peers.py"
+
+    def untouched() -> bool:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            recorded = bool(instance.fetch_materializations(OK_KEY, limit=10).records)
+        return recorded and run.run_id in [r.run_id for r in client.list_dag_runs("airpeer_ok")]
+
+    unreachable = _cli(
+        airflow, home, "--dag", "airpeer_ok", "--yes", defs=defs, AIRPEER_TEST_AIRFLOW_DOWN_URL=down_url
+    )
+    _one_line_error(unreachable, "clean_down")
+    assert untouched()
+    unknown = _cli(
+        airflow,
+        home,
+        "--dag",
+        "airpeer_ok",
+        "--dag",
+        "nope",
+        "--yes",
+        defs=defs,
+        AIRPEER_TEST_AIRFLOW_DOWN_URL=down_url,
+    )
+    _one_line_error(unknown, "'nope'", "'clean_down': airpeer_ok, airpeer_two_tasks")
+    assert untouched()
+    # A DAG peered by one instance only is cleaned there (the unreachable one is not asked).
+    only_up = _cli(
+        airflow, home, "--dag", "airpeer_fail", "--yes", defs=defs, AIRPEER_TEST_AIRFLOW_DOWN_URL=down_url
+    )
+    assert only_up.returncode == 0, only_up.stderr
+    assert untouched()

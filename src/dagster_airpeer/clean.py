@@ -1,4 +1,10 @@
-"""Wipe a peering so an example can be replayed: delete Airflow runs and Dagster history of peered DAGs."""
+"""Wipe a peering so an example can be replayed: delete Airflow runs and Dagster history of peered DAGs.
+
+Cleaning happens in two phases. `plan_clean` reads everything and validates everything (every `--dag` is peered
+by some instance, every Airflow instance answers with the given credentials) and deletes nothing; its
+plan is what the dry run prints.
+`execute_clean` then deletes.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,52 @@ import contextlib
 import importlib.util
 import sys
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
-from .airflow.errors import AirflowConfigError, AirflowNotFoundError
+from .airflow.errors import AirflowConfigError, AirflowError, AirflowNotFoundError
+from .events import RUN_STATUS_CHECK_NAME
 from .registry import PeeredInstance, clear_registry, peered_instances
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LoadedDefinitions:
+    """What `airpeer clean` learned by importing a definitions file."""
+
+    peered: list[PeeredInstance]
+    #: Asset checks defined in the file's module-level `Definitions` (to count their results in a dry run).
+    asset_check_keys: frozenset[dg.AssetCheckKey] = frozenset()
+
+
+@dataclass(frozen=True)
+class DagCleanPlan:
+    """What cleaning one DAG of one instance would delete."""
+
+    dag_id: str
+    #: The assets whose Dagster history is wiped.
+    asset_keys: tuple[dg.AssetKey, ...]
+    airflow_runs: int = 0
+    #: Running and queued runs left alone (without `--include-running`).
+    airflow_runs_kept: int = 0
+    #: Materializations, observations and check results of `asset_keys` in Dagster.
+    dagster_events: int = 0
+
+
+@dataclass(frozen=True)
+class InstanceCleanPlan:
+    """What cleaning one peered Airflow instance would delete."""
+
+    peered: PeeredInstance
+    dags: tuple[DagCleanPlan, ...]
+
+    @property
+    def name(self) -> str:
+        return self.peered.instance.name
 
 
 @dataclass(frozen=True)
@@ -24,10 +68,11 @@ class CleanReport:
     dag_ids: tuple[str, ...]
     airflow_runs_deleted: int
     dagster_assets_wiped: int
+    airflow_runs_kept: int = 0
 
 
-def load_peered_instances(defs_file: str | Path) -> list[PeeredInstance]:
-    """Import a definitions file (as `dagster dev -f` does) and return the Airflow instances it peers."""
+def load_definitions_file(defs_file: str | Path) -> LoadedDefinitions:
+    """Import a definitions file (as `dagster dev -f` does); return the Airflow instances it peers."""
     path = Path(defs_file).resolve()
     if not path.is_file():
         raise AirflowConfigError(f"--defs: no such file {path}")
@@ -42,6 +87,10 @@ def load_peered_instances(defs_file: str | Path) -> list[PeeredInstance]:
     try:
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
+    except AirflowError:
+        raise
+    except Exception as exc:  # the user's file: say what failed in one line, not with a traceback
+        raise AirflowConfigError(f"--defs: importing {path} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         sys.path.remove(str(path.parent))
     found = peered_instances()
@@ -49,7 +98,119 @@ def load_peered_instances(defs_file: str | Path) -> list[PeeredInstance]:
         raise AirflowConfigError(
             f"--defs: {path} does not call build_defs_from_airflow_instance(); nothing to clean"
         )
-    return found
+    check_keys: set[dg.AssetCheckKey] = set()
+    for value in vars(module).values():
+        if isinstance(value, dg.Definitions):
+            check_keys |= set(value.resolve_asset_graph().asset_check_keys)
+    return LoadedDefinitions(found, frozenset(check_keys))
+
+
+def load_peered_instances(defs_file: str | Path) -> list[PeeredInstance]:
+    """Import a definitions file (as `dagster dev -f` does) and return the Airflow instances it peers."""
+    return load_definitions_file(defs_file).peered
+
+
+def select_dags(
+    peered: Sequence[PeeredInstance], dag_ids: Sequence[str] | None
+) -> dict[str, tuple[str, ...]]:
+    """Instance name -> the DAGs to clean there. `dag_ids=None` means every peered DAG of every instance.
+
+    A `--dag` applies to every instance that peers it; one that no instance peers is an error.
+    """
+    if dag_ids is None:
+        return {p.instance.name: tuple(p.asset_keys_by_dag_id) for p in peered}
+    unknown = [d for d in dict.fromkeys(dag_ids) if not any(d in p.asset_keys_by_dag_id for p in peered)]
+    if unknown:
+        known = "; ".join(
+            f"'{p.instance.name}': {', '.join(sorted(p.asset_keys_by_dag_id)) or '(none)'}" for p in peered
+        )
+        raise AirflowConfigError(
+            f"--dag: {', '.join(map(repr, unknown))} not peered from any Airflow instance of the definitions "
+            f"file; peered DAGs: {known}"
+        )
+    return {
+        p.instance.name: tuple(d for d in dict.fromkeys(dag_ids) if d in p.asset_keys_by_dag_id)
+        for p in peered
+    }
+
+
+def plan_clean(
+    peered: Sequence[PeeredInstance],
+    dagster_instance: dg.DagsterInstance | None,
+    *,
+    dag_ids: Sequence[str] | None = None,
+    include_running: bool = False,
+    airflow: bool = True,
+    dagster: bool = True,
+    asset_check_keys: Iterable[dg.AssetCheckKey] = (),
+    progress: Progress = lambda _: None,
+) -> list[InstanceCleanPlan]:
+    """Read and validate everything a clean needs, delete nothing; return what `execute_clean` would delete.
+
+    Raises `AirflowConfigError` (or the client's `AirflowError`) on the first problem, before any deletion.
+    """
+    selected = select_dags(peered, dag_ids)
+    if dagster and dagster_instance is None:
+        raise AirflowConfigError("a Dagster instance is needed to wipe asset history")
+    checks_by_asset: dict[dg.AssetKey, set[dg.AssetCheckKey]] = {}
+    for check in asset_check_keys:
+        checks_by_asset.setdefault(check.asset_key, set()).add(check)
+    plans = []
+    for entry in peered:
+        dags = selected[entry.instance.name]
+        owned = {dag_id: (entry.asset_keys_by_dag_id[dag_id],) for dag_id in dags}
+        dag_plans = []
+        for dag_id in dags:
+            runs = deleted = kept = 0
+            if airflow:
+                # Also proves, before anything is deleted, that the instance answers with these credentials.
+                listed = entry.instance.list_dag_runs(dag_id)
+                deleted = sum(1 for run in listed if include_running or run.is_finished)
+                runs, kept = deleted, len(listed) - deleted
+            events = 0
+            if dagster and dagster_instance is not None:
+                for key in owned[dag_id]:
+                    checks = checks_by_asset.get(key, set()) | {dg.AssetCheckKey(key, RUN_STATUS_CHECK_NAME)}
+                    events += _count_dagster_events(dagster_instance, key, checks)
+            dag_plans.append(DagCleanPlan(dag_id, owned[dag_id], runs, kept, events))
+            progress(f"{entry.instance.name}: checked {dag_id}")
+        plans.append(InstanceCleanPlan(entry, tuple(dag_plans)))
+    return plans
+
+
+def execute_clean(
+    plans: Sequence[InstanceCleanPlan],
+    dagster_instance: dg.DagsterInstance | None,
+    *,
+    include_running: bool = False,
+    airflow: bool = True,
+    dagster: bool = True,
+    progress: Progress = lambda _: None,
+) -> list[CleanReport]:
+    """Delete what `plan_clean` planned: the Airflow runs first, then the Dagster history and cursor statuses.
+
+    The Airflow runs go first so that a sensor tick starting afterwards cannot see (and record) them again.
+    """
+    deleted: dict[str, tuple[int, int]] = {}
+    for plan in plans:
+        total = kept_total = 0
+        if airflow:
+            for dag in plan.dags:
+                n, kept = _delete_airflow_runs(plan.peered, dag.dag_id, include_running, progress)
+                total, kept_total = total + n, kept_total + kept
+        deleted[plan.name] = (total, kept_total)
+    reports = []
+    for plan in plans:
+        wiped = 0
+        dag_ids = tuple(d.dag_id for d in plan.dags)
+        if dagster and dagster_instance is not None and plan.dags:
+            keys = [key for dag in plan.dags for key in dag.asset_keys]
+            dagster_instance.wipe_assets(keys)
+            wiped = len(keys)
+            progress(f"{plan.name}: wiped the Dagster history of {wiped} assets")
+        runs, kept = deleted[plan.name]
+        reports.append(CleanReport(plan.name, dag_ids, runs, wiped, kept))
+    return reports
 
 
 def clean_peered_instance(
@@ -57,39 +218,68 @@ def clean_peered_instance(
     dagster_instance: dg.DagsterInstance | None,
     *,
     dag_ids: Iterable[str] | None = None,
+    include_running: bool = False,
     airflow: bool = True,
     dagster: bool = True,
-    progress: Callable[[str], None] = lambda _: None,
+    progress: Progress = lambda _: None,
 ) -> CleanReport:
-    """Delete the runs of the peered DAGs in Airflow and wipe their assets' history in Dagster.
+    """Validate, then delete the runs of the peered DAGs in Airflow and wipe their assets' history in Dagster.
 
-    The sensor's cursor is kept: runs that end after the clean are new completions and are recorded.
+    Running and queued runs are kept unless `include_running`. The sensor's cursor is kept: runs that end
+    after the clean are new completions and are recorded.
     """
-    known = peered.asset_keys_by_dag_id
-    selected = tuple(known) if dag_ids is None else tuple(dag_ids)
-    unknown = [d for d in selected if d not in known]
-    if unknown:
-        raise AirflowConfigError(
-            f"--dag: {', '.join(map(repr, unknown))} not peered from Airflow instance "
-            f"'{peered.instance.name}'; peered DAGs: {', '.join(sorted(known)) or '(none)'}"
-        )
-    deleted = 0
-    if airflow:
-        for dag_id in selected:
-            runs = peered.instance.list_dag_runs(dag_id)
-            for index, run in enumerate(runs, start=1):
-                with contextlib.suppress(AirflowNotFoundError):  # deleted meanwhile: the goal is reached
-                    peered.instance.delete_dag_run(dag_id, run.run_id)
-                deleted += 1
-                if index % 50 == 0 or index == len(runs):
-                    progress(f"{peered.instance.name}: deleted {index}/{len(runs)} Airflow runs of {dag_id}")
-    wiped = 0
-    if dagster:
-        if dagster_instance is None:
-            raise AirflowConfigError("a Dagster instance is needed to wipe asset history")
-        keys = [known[d] for d in selected]
-        if keys:
-            dagster_instance.wipe_assets(keys)
-        wiped = len(keys)
-        progress(f"{peered.instance.name}: wiped the Dagster history of {wiped} assets")
-    return CleanReport(peered.instance.name, selected, deleted, wiped)
+    plans = plan_clean(
+        [peered],
+        dagster_instance,
+        dag_ids=None if dag_ids is None else list(dag_ids),
+        include_running=include_running,
+        airflow=airflow,
+        dagster=dagster,
+        progress=progress,
+    )
+    options = {"include_running": include_running, "airflow": airflow, "dagster": dagster}
+    return execute_clean(plans, dagster_instance, progress=progress, **options)[0]
+
+
+def _delete_airflow_runs(
+    peered: PeeredInstance, dag_id: str, include_running: bool, progress: Progress
+) -> tuple[int, int]:
+    # Listed again rather than taken from the plan: a run cleared in Airflow since is queued again and is kept.
+    listed = peered.instance.list_dag_runs(dag_id)
+    runs = [run for run in listed if include_running or run.is_finished]
+    for index, run in enumerate(runs, start=1):
+        with contextlib.suppress(AirflowNotFoundError):  # deleted meanwhile: the goal is reached
+            if not run.is_finished:
+                # Airflow 3 refuses to delete a running run (409): stop it first, as "Mark as failed" does.
+                peered.instance.set_dag_run_state(dag_id, run.run_id, "failed")
+            peered.instance.delete_dag_run(dag_id, run.run_id)
+        if index % 50 == 0 or index == len(runs):
+            progress(f"{peered.instance.name}: deleted {index}/{len(runs)} Airflow runs of {dag_id}")
+    return len(runs), len(listed) - len(runs)
+
+
+_PAGE = 1000
+
+
+def _count_dagster_events(
+    instance: dg.DagsterInstance, key: dg.AssetKey, check_keys: Iterable[dg.AssetCheckKey]
+) -> int:
+    """Materializations, observations and check results of one asset."""
+    count = 0
+    for fetch in (instance.fetch_materializations, instance.fetch_observations):
+        cursor: str | None = None
+        while True:
+            result = fetch(key, limit=_PAGE, cursor=cursor)
+            count += len(result.records)
+            if not result.has_more:
+                break
+            cursor = result.cursor
+    for check in check_keys:
+        after: int | None = None
+        while True:
+            history = instance.event_log_storage.get_asset_check_execution_history(check, _PAGE, cursor=after)
+            count += len(history)
+            if len(history) < _PAGE:
+                break
+            after = history[-1].id
+    return count

@@ -1,4 +1,7 @@
-"""Definitions used by the clean-command test: peers the Airflow named by environment variables."""
+"""Definitions used by the clean-command tests: peers the Airflow named by environment variables.
+
+Also loaded by the real dagster-daemon in the sensor-cursor test (interval from AIRPEER_TEST_SENSOR_INTERVAL).
+"""
 
 import os
 
@@ -13,5 +16,8 @@ defs = build_defs_from_airflow_instance(
         ),
         name="clean_peered",
     ),
-    dag_selector_fn=lambda dag: dag.dag_id in {"airpeer_ok", "airpeer_fail"},
+    dag_selector_fn=lambda dag: (
+        dag.dag_id in {"airpeer_ok", "airpeer_fail", "airpeer_flaky", "airpeer_clean_wait"}
+    ),
+    sensor_minimum_interval_seconds=int(os.environ.get("AIRPEER_TEST_SENSOR_INTERVAL", "30")),
 )

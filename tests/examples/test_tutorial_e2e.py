@@ -21,6 +21,7 @@ import urllib.parse
 import pytest
 from tutorial_helpers import (
     ASSET_KEY,
+    DAG_ID,
     DEFS_FILE,
     LOCATION,
     PYTHON,
@@ -96,7 +97,7 @@ def _failed_run(stack: TutorialStack) -> None:
 def _clean(stack: TutorialStack) -> None:
     # What `make clean` runs (mk/demo.mk), pointed at this stack.
     result = subprocess.run(
-        [str(PYTHON), "-m", "dagster_airpeer", "clean", "--defs", str(DEFS_FILE), "--yes"],
+        [str(PYTHON), "-m", "dagster_airpeer", "clean", "--defs", str(DEFS_FILE), "--dag", DAG_ID, "--yes"],
         env=stack.env(),
         cwd=ROOT,
         capture_output=True,

@@ -579,6 +579,19 @@ class AirflowInstance:
             parse=lambda response: None,
         )
 
+    def set_dag_run_state(self, dag_id: str, run_id: str, state: Literal["success", "failed"]) -> DagRun:
+        """Mark a DAG run as succeeded or failed (as the UI's "Mark as" does; running tasks are stopped)."""
+        v = self.api_version
+        endpoint = f"PATCH /api/{v}/dags/{{dag_id}}/dagRuns/{{dag_run_id}}"
+        result = self._http.call(
+            "PATCH",
+            f"/api/{v}/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}",
+            what=f"run {run_id!r} of DAG {dag_id!r}",
+            json_body={"state": state},
+            parse=p.parser(p.DagRunWire, endpoint),
+        )
+        return p.run_from_wire(result.value)
+
     def list_dag_runs(
         self, dag_id: str | None = None, *, states: Sequence[str] | None = None
     ) -> list[DagRun]:
