@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -175,6 +176,47 @@ def test_help(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     assert ("--include-running" in out and "dry run" in out) if argv[0] == "clean" else "clean" in out
 
 
+def test_wipe_assets_removes_check_results_but_not_their_event_log_rows(tmp_path: Path) -> None:
+    """Pins what Dagster's `wipe_assets` removes (checked on 1.12 and 1.13), which docs/README rely on.
+
+    It removes the asset's materializations, observations and its checks' execution history (what the UI's
+    check tab and `get_asset_check_execution_history` show), for runless and in-run results alike; the raw
+    ASSET_CHECK_EVALUATION rows of the event log stay (visible only to low-level event-log queries).
+    """
+    from dagster._core.events import DagsterEventType
+
+    key = dg.AssetKey(["a"])
+
+    @dg.asset(key=key, check_specs=[dg.AssetCheckSpec("in_run", asset=key)])
+    def a():  # type: ignore[no-untyped-def]  # an annotation would be taken for the outputs
+        return dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name="in_run", passed=True)])
+
+    with dg.DagsterInstance.from_config(str(_home(tmp_path))) as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        instance.report_runless_asset_event(dg.AssetObservation(key))
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(asset_key=key, check_name="runless", passed=True)
+        )
+        assert dg.materialize([a], instance=instance).success
+        checks = [dg.AssetCheckKey(key, "runless"), dg.AssetCheckKey(key, "in_run")]
+
+        def check_rows() -> int:
+            return len(
+                instance.get_event_records(
+                    dg.EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION), limit=100
+                )
+            )
+
+        rows = check_rows()
+        assert rows == 2
+        instance.wipe_assets([key])
+        assert not instance.fetch_materializations(key, limit=10).records
+        assert not instance.fetch_observations(key, limit=10).records
+        for check in checks:
+            assert not instance.event_log_storage.get_asset_check_execution_history(check, limit=10)
+        assert check_rows() == rows
+
+
 # --- against real Airflow ------------------------------------------------------------------------------------
 
 
@@ -311,3 +353,38 @@ def test_clean_checks_every_instance_before_deleting_anything(airflow: Any, tmp_
     )
     assert only_up.returncode == 0, only_up.stderr
     assert untouched()
+
+
+def test_clean_wipes_only_the_assets_of_the_peering(airflow: Any, tmp_path: Path) -> None:
+    airflow.wait_for_dags(["airpeer_ok", "airpeer_fail"])
+    client = _client(airflow)
+    run = _finished_run(client, "airpeer_ok", "own")
+    home = _home(tmp_path)
+    _record(home, run, OK_KEY)
+    spec = importlib.util.spec_from_file_location(
+        "clean_other_location", DEFS_DIR / "clean_other_location.py"
+    )
+    assert spec is not None and spec.loader is not None
+    other = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(other)
+    other_key = dg.AssetKey("other_location_asset")
+    other_check = dg.AssetCheckKey(other_key, "rows")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert dg.materialize([other.other_location_asset], instance=instance).success
+
+    done = _cli(airflow, home, "--all", "--yes")
+    assert done.returncode == 0, done.stderr
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert not instance.fetch_materializations(OK_KEY, limit=10).records
+        assert len(instance.fetch_materializations(other_key, limit=10).records) == 1
+        assert len(instance.event_log_storage.get_asset_check_execution_history(other_check, limit=10)) == 1
+        # Another location materializes the key of a peered DAG's asset (as a migrated dbt model would):
+        # clean refuses to wipe history that is not the peering's alone, and deletes nothing.
+        assert dg.materialize([other.shared_key_asset], instance=instance).success
+    run = _finished_run(client, "airpeer_ok", "own")
+    refused = _cli(airflow, home, "--all", "--yes")
+    _one_line_error(refused, "clean_peered/dag/airpeer_fail", "--dag")
+    assert run.run_id in [r.run_id for r in client.list_dag_runs("airpeer_ok")]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.fetch_materializations(FAIL_KEY, limit=10).records
+    assert _cli(airflow, home, "--dag", "airpeer_ok", "--yes").returncode == 0

@@ -1,8 +1,8 @@
 """Wipe a peering so an example can be replayed: delete Airflow runs and Dagster history of peered DAGs.
 
 Cleaning happens in two phases. `plan_clean` reads everything and validates everything (every `--dag` is peered
-by some instance, every Airflow instance answers with the given credentials) and deletes nothing; its
-plan is what the dry run prints.
+by some instance, every Airflow instance answers with the given credentials, no asset to wipe also holds
+history from Dagster runs) and deletes nothing; its plan is what the dry run prints.
 `execute_clean` then deletes.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from . import _dagster_compat as compat
 from .airflow.errors import AirflowConfigError, AirflowError, AirflowNotFoundError
 from .events import RUN_STATUS_CHECK_NAME
 from .registry import PeeredInstance, clear_registry, peered_instances
@@ -39,7 +40,7 @@ class DagCleanPlan:
     """What cleaning one DAG of one instance would delete."""
 
     dag_id: str
-    #: The assets whose Dagster history is wiped.
+    #: The assets whose Dagster history is wiped (`PeeredInstance.owned_asset_keys`).
     asset_keys: tuple[dg.AssetKey, ...]
     airflow_runs: int = 0
     #: Running and queued runs left alone (without `--include-running`).
@@ -158,7 +159,7 @@ def plan_clean(
     plans = []
     for entry in peered:
         dags = selected[entry.instance.name]
-        owned = {dag_id: (entry.asset_keys_by_dag_id[dag_id],) for dag_id in dags}
+        owned = entry.owned_asset_keys(dags)
         dag_plans = []
         for dag_id in dags:
             runs = deleted = kept = 0
@@ -264,12 +265,23 @@ _PAGE = 1000
 def _count_dagster_events(
     instance: dg.DagsterInstance, key: dg.AssetKey, check_keys: Iterable[dg.AssetCheckKey]
 ) -> int:
-    """Materializations, observations and check results of one asset."""
+    """Materializations, observations and check results of one asset; refuses an asset that Dagster runs
+    materialized, whose history is not the peering's alone."""
     count = 0
     for fetch in (instance.fetch_materializations, instance.fetch_observations):
         cursor: str | None = None
         while True:
             result = fetch(key, limit=_PAGE, cursor=cursor)
+            for record in result.records:
+                if record.run_id != compat.RUNLESS_RUN_ID:
+                    # airpeer records DAG runs as runless events (peered assets cannot be materialized by
+                    # Dagster), so a run here means another code location (a migrated dbt model, say) writes
+                    # this key too: wiping would delete that history as well.
+                    raise AirflowConfigError(
+                        f"asset {key.to_user_string()} also has history from Dagster run {record.run_id}, "
+                        "not only from Airflow: airpeer clean wipes only assets whose history the peering "
+                        "alone recorded; leave its DAG out (--dag) or wipe the asset yourself"
+                    )
             count += len(result.records)
             if not result.has_more:
                 break
