@@ -9,14 +9,20 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
+
 from dagster_airpeer import RUN_STATUS_CHECK_NAME, AirflowBasicAuthBackend, AirflowInstance
+from dagster_airpeer import _dagster_compat as compat
+from dagster_airpeer.clean import reset_sensor_status
 from dagster_airpeer.cli import main
 from dagster_airpeer.events import events_for_run
+from dagster_airpeer.feed import FeedState
+from dagster_airpeer.sensor import SensorCursor
 from dagster_airpeer.snapshot import fetch_snapshot, snapshot_path, store_snapshot
 
 DEFS_DIR = Path(__file__).parent / "defs"
@@ -217,6 +223,42 @@ def test_wipe_assets_removes_check_results_but_not_their_event_log_rows(tmp_path
         assert check_rows() == rows
 
 
+def test_reset_forgets_only_the_cleaned_dags_status_and_keeps_the_feed(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    name = "unit_peered__airflow_dag_runs"
+    before = SensorCursor(
+        feed=FeedState.initial(datetime(2026, 1, 1, tzinfo=timezone.utc), timedelta(hours=1)),
+        status={"a": True, "b": False, "c": True},
+    )
+    # Written by Dagster's own `dagster sensor cursor --set`, as a user resetting a cursor would.
+    written = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "sensor",
+            "cursor",
+            "-f",
+            str(DEFS_DIR / "clean_sensor_only.py"),
+            name,
+            "--set",
+            before.to_json(),
+        ],
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert written.returncode == 0, written.stderr
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert reset_sensor_status(instance, name, ["a", "b", "not-there"]) == (1, None)
+        (state,) = compat.stored_sensor_states(instance, name)
+        assert state.cursor is not None
+        after = SensorCursor.from_json(state.cursor)
+        assert after.status == {"c": True}
+        assert after.feed.to_dict() == before.feed.to_dict()
+        assert reset_sensor_status(instance, name, ["a"]) == (0, None)  # nothing left to forget
+
+
 # --- against real Airflow ------------------------------------------------------------------------------------
 
 
@@ -388,3 +430,88 @@ def test_clean_wipes_only_the_assets_of_the_peering(airflow: Any, tmp_path: Path
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.fetch_materializations(FAIL_KEY, limit=10).records
     assert _cli(airflow, home, "--dag", "airpeer_ok", "--yes").returncode == 0
+
+
+# --- under the real dagster-daemon ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def daemon(airflow: Any, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    home = _home(tmp_path)
+    (tmp_path / "workspace.yaml").write_text(f"load_from:\n  - python_file: {DEFS}\n")
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "dagster-daemon"),
+                "run",
+                "-w",
+                str(tmp_path / "workspace.yaml"),
+            ],
+            cwd=tmp_path,
+            env=_env(airflow, home, AIRPEER_TEST_SENSOR_INTERVAL="1"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield home, log_path
+        finally:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+
+
+def _cursor(home: Path) -> SensorCursor | None:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        states = compat.stored_sensor_states(instance, SENSOR)
+        return SensorCursor.from_json(states[0].cursor) if states and states[0].cursor else None
+
+
+def _recorded(home: Path, key: dg.AssetKey) -> tuple[list[str], list[bool]]:
+    """The Airflow runs recorded as materializations of `key`, and its status check's results, oldest first."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = [
+            str(r.asset_materialization.metadata["airflow/run_id"].value)
+            for r in reversed(instance.fetch_materializations(key, limit=100).records)
+            if r.asset_materialization
+        ]
+        check = dg.AssetCheckKey(key, RUN_STATUS_CHECK_NAME)
+        history = instance.event_log_storage.get_asset_check_execution_history(check, limit=100)
+        return runs, [h.status.value == "SUCCEEDED" for h in reversed(history)]
+
+
+def test_clean_resets_the_sensor_status_while_the_daemon_ticks(
+    airflow: Any, daemon: tuple[Path, Path]
+) -> None:
+    home, log = daemon
+    airflow.wait_for_dags(["airpeer_flaky"])
+    client = _client(airflow)
+    failed = f"fail_{uuid.uuid4().hex[:8]}"
+    client.trigger_dag_run("airpeer_flaky", run_id=failed, conf={"fail": True})
+    client.wait_for_dag_run("airpeer_flaky", failed, timeout=180)
+
+    def failure_recorded() -> bool:
+        cursor = _cursor(home)
+        return cursor is not None and cursor.status.get("airpeer_flaky") is False
+
+    _wait_for("the daemon to record the failed run", failure_recorded, 180, log)
+    assert _recorded(home, FLAKY_KEY)[1][-1:] == [False]
+
+    done = _cli(airflow, home, "--dag", "airpeer_flaky", "--yes")  # the daemon keeps ticking meanwhile
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 sensor cursors reset" in done.stdout, done.stdout
+    cursor = _cursor(home)
+    assert cursor is not None and "airpeer_flaky" not in cursor.status
+    assert _recorded(home, FLAKY_KEY) == ([], [])
+
+    after = _finished_run(client, "airpeer_flaky", "after")
+    _wait_for("the run after the clean", lambda: bool(_recorded(home, FLAKY_KEY)[0]), 180, log)
+    # Recorded once, and as the first success of a DAG with no failure on record: a materialization alone. With
+    # the failure still in the cursor, it would pass the status check as a recovery from a wiped failure.
+    assert _recorded(home, FLAKY_KEY) == ([after.run_id], [])
+    cursor = _cursor(home)
+    assert cursor is not None and cursor.status.get("airpeer_flaky") is True

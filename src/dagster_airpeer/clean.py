@@ -1,9 +1,10 @@
 """Wipe a peering so an example can be replayed: delete Airflow runs and Dagster history of peered DAGs.
 
 Cleaning happens in two phases. `plan_clean` reads everything and validates everything (every `--dag` is peered
-by some instance, every Airflow instance answers with the given credentials, no asset to wipe also holds
-history from Dagster runs) and deletes nothing; its plan is what the dry run prints.
-`execute_clean` then deletes.
+by some instance, every Airflow instance answers with the given credentials, every sensor cursor is readable,
+no asset to wipe also holds history from Dagster runs) and deletes nothing; its plan is what the dry run prints.
+`execute_clean` then deletes, in an order that keeps a concurrently ticking sensor consistent (see
+`reset_sensor_status`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import sys
+import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -21,9 +23,17 @@ import dagster as dg
 from . import _dagster_compat as compat
 from .airflow.errors import AirflowConfigError, AirflowError, AirflowNotFoundError
 from .events import RUN_STATUS_CHECK_NAME
+from .feed import CursorError
 from .registry import PeeredInstance, clear_registry, peered_instances
+from .sensor import SensorCursor
 
 Progress = Callable[[str], None]
+
+#: A sensor daemon whose last heartbeat is older than this is taken as not running (Dagster's own default
+#: heartbeat tolerance is 300 s; the daemon beats every 30 s).
+DAEMON_ALIVE_SECONDS = 120.0
+#: How many times clean re-applies a cursor reset that a tick in flight overwrote before it gives up.
+MAX_RESET_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,9 @@ class CleanReport:
     airflow_runs_deleted: int
     dagster_assets_wiped: int
     airflow_runs_kept: int = 0
+    #: Stored sensor states whose cursor forgot the cleaned DAGs' last status.
+    sensor_cursors_reset: int = 0
+    warnings: tuple[str, ...] = field(default=())
 
 
 def load_definitions_file(defs_file: str | Path) -> LoadedDefinitions:
@@ -160,6 +173,9 @@ def plan_clean(
     for entry in peered:
         dags = selected[entry.instance.name]
         owned = entry.owned_asset_keys(dags)
+        if dagster and dagster_instance is not None:
+            # Unreadable cursors fail here, not after the Airflow runs are gone.
+            _cursors_to_reset(dagster_instance, entry.sensor_name, dags)
         dag_plans = []
         for dag_id in dags:
             runs = deleted = kept = 0
@@ -187,10 +203,12 @@ def execute_clean(
     airflow: bool = True,
     dagster: bool = True,
     progress: Progress = lambda _: None,
+    sensor_wait_timeout: float | None = None,
 ) -> list[CleanReport]:
     """Delete what `plan_clean` planned: the Airflow runs first, then the Dagster history and cursor statuses.
 
-    The Airflow runs go first so that a sensor tick starting afterwards cannot see (and record) them again.
+    The Airflow runs go first so that a sensor tick starting afterwards cannot see (and record) them again;
+    Dagster's side is wiped once the ticks that might have read them are over.
     """
     deleted: dict[str, tuple[int, int]] = {}
     for plan in plans:
@@ -202,15 +220,21 @@ def execute_clean(
         deleted[plan.name] = (total, kept_total)
     reports = []
     for plan in plans:
-        wiped = 0
+        wiped = reset = 0
+        warnings: list[str] = []
         dag_ids = tuple(d.dag_id for d in plan.dags)
         if dagster and dagster_instance is not None and plan.dags:
+            wait_for_ticks_in_flight(dagster_instance, plan.peered.sensor_name, progress, sensor_wait_timeout)
             keys = [key for dag in plan.dags for key in dag.asset_keys]
             dagster_instance.wipe_assets(keys)
             wiped = len(keys)
             progress(f"{plan.name}: wiped the Dagster history of {wiped} assets")
+            reset, warning = reset_sensor_status(
+                dagster_instance, plan.peered.sensor_name, dag_ids, progress, sensor_wait_timeout
+            )
+            warnings.extend([warning] if warning else [])
         runs, kept = deleted[plan.name]
-        reports.append(CleanReport(plan.name, dag_ids, runs, wiped, kept))
+        reports.append(CleanReport(plan.name, dag_ids, runs, wiped, kept, reset, tuple(warnings)))
     return reports
 
 
@@ -226,8 +250,9 @@ def clean_peered_instance(
 ) -> CleanReport:
     """Validate, then delete the runs of the peered DAGs in Airflow and wipe their assets' history in Dagster.
 
-    Running and queued runs are kept unless `include_running`. The sensor's cursor is kept: runs that end
-    after the clean are new completions and are recorded.
+    Running and queued runs are kept unless `include_running`. The sensor's feed position is kept (runs that
+    end after the clean are new completions and are recorded once); its last status of each cleaned DAG is
+    forgotten, so the DAG's next run reports `airflow_run_status` again.
     """
     plans = plan_clean(
         [peered],
@@ -295,3 +320,135 @@ def _count_dagster_events(
                 break
             after = history[-1].id
     return count
+
+
+def _cursors_to_reset(
+    instance: dg.DagsterInstance, sensor_name: str, dag_ids: Iterable[str]
+) -> list[tuple[compat.StoredSensorState, str]]:
+    """Stored states of the sensor whose cursor holds a status of `dag_ids`, with their cursor minus those."""
+    wanted = set(dag_ids)
+    changed = []
+    for state in compat.stored_sensor_states(instance, sensor_name):
+        if not state.cursor:
+            continue
+        try:
+            cursor = SensorCursor.from_json(state.cursor)
+        except CursorError as exc:
+            raise AirflowConfigError(
+                f"the cursor of sensor '{sensor_name}' cannot be read ({exc}); reset it on the sensor's page "
+                "in the Dagster UI first"
+            ) from exc
+        if wanted & set(cursor.status):
+            for dag_id in wanted:
+                cursor.status.pop(dag_id, None)
+            changed.append((state, cursor.to_json()))
+    return changed
+
+
+def _daemon_alive(instance: dg.DagsterInstance) -> bool:
+    beat = compat.latest_sensor_daemon_heartbeat(instance)
+    return beat is not None and time.time() - beat < DAEMON_ALIVE_SECONDS
+
+
+def _states(instance: dg.DagsterInstance, sensor_name: str) -> Mapping[str, compat.StoredSensorState]:
+    return {s.selector_id + s.origin_id: s for s in compat.stored_sensor_states(instance, sensor_name)}
+
+
+def _wait(what: str, done: Callable[[], bool], timeout: float, progress: Progress) -> bool:
+    deadline = time.monotonic() + timeout
+    told = False
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        if not told:
+            progress(f"waiting for {what} (up to {timeout:.0f} s)")
+            told = True
+        time.sleep(0.25)
+    return True
+
+
+def _default_timeout(state: compat.StoredSensorState) -> float:
+    # Two sensor intervals plus Dagster's sensor evaluation timeout: by then a running daemon has ticked.
+    return 2 * (state.min_interval or 30) + compat.sensor_evaluation_timeout_seconds()
+
+
+def wait_for_ticks_in_flight(
+    instance: dg.DagsterInstance, sensor_name: str, progress: Progress, timeout: float | None = None
+) -> None:
+    """Wait until the ticks of the sensor that are running now have stored their result.
+
+    Called after the Airflow runs are deleted: such a tick may have read them before, and its events must land
+    before the wipe, not after it.
+    """
+    if not _daemon_alive(instance):
+        return
+    in_flight = {
+        k: s.last_started_tick
+        for k, s in _states(instance, sensor_name).items()
+        if s.running and s.last_started_tick and s.last_started_tick > (s.last_finished_tick or 0)
+    }
+    if not in_flight:
+        return
+
+    def over() -> bool:
+        now = _states(instance, sensor_name)
+        return all(k not in now or (now[k].last_finished_tick or 0) >= t for k, t in in_flight.items())
+
+    wait = (
+        timeout
+        if timeout is not None
+        else max(map(_default_timeout, _states(instance, sensor_name).values()))
+    )
+    if not _wait(f"the tick in flight of sensor '{sensor_name}'", over, wait, progress):
+        progress(f"sensor '{sensor_name}': its tick in flight did not end within {wait:.0f} s; going on")
+
+
+def reset_sensor_status(
+    instance: dg.DagsterInstance,
+    sensor_name: str,
+    dag_ids: Sequence[str],
+    progress: Progress = lambda _: None,
+    timeout: float | None = None,
+) -> tuple[int, str | None]:
+    """Make the sensor's cursor forget the last status of `dag_ids`; keep everything else (the feed position).
+
+    Returns how many stored states were rewritten and a warning if the reset could not be confirmed.
+
+    The daemon may tick meanwhile. A tick reads the cursor when it starts and writes its new cursor (computed
+    from what it read) when it ends, so a tick that read before this write puts the old statuses back. So after
+    writing, when a daemon is alive and the sensor running, clean waits until a tick that started after the
+    write has stored its cursor, reads the cursor again and, if a cleaned DAG has a status again, writes the
+    reset again (at most `MAX_RESET_ROUNDS` times). A status back for a run that really ended after the clean
+    is dropped too: that only makes the DAG's next run report `airflow_run_status` again, never miss it.
+    """
+    rewritten = 0
+    for _ in range(MAX_RESET_ROUNDS):
+        pending = _cursors_to_reset(instance, sensor_name, dag_ids)
+        if not pending:
+            return rewritten, None
+        for state, cursor in pending:
+            compat.set_stored_sensor_cursor(instance, state, cursor)
+        rewritten = max(rewritten, len(pending))
+        progress(f"sensor '{sensor_name}': forgot the last status of {len(dag_ids)} DAGs in its cursor")
+        states = {k: s for k, s in _states(instance, sensor_name).items() if s.running}
+        if not states or not _daemon_alive(instance):
+            return rewritten, None  # nothing ticks, so nothing can overwrite the reset
+        # Ticks are timed on Dagster's clock: compare with what the state says, not with this machine's clock.
+        marks = {k: max(s.last_started_tick or 0, s.last_finished_tick or 0) for k, s in states.items()}
+
+        def fresh_tick_done(marks: Mapping[str, float] = marks) -> bool:
+            now = _states(instance, sensor_name)
+            return all(k not in now or (now[k].last_finished_tick or 0) > m for k, m in marks.items())
+
+        wait = timeout if timeout is not None else max(map(_default_timeout, states.values()))
+        if not _wait(f"the next tick of sensor '{sensor_name}'", fresh_tick_done, wait, progress):
+            return rewritten, (
+                f"sensor '{sensor_name}' did not tick within {wait:.0f} s after its cursor was reset; if a tick "
+                "was in flight it may have put a cleaned DAG's last status back: run the same clean again"
+            )
+    if _cursors_to_reset(instance, sensor_name, dag_ids):
+        return rewritten, (
+            f"sensor '{sensor_name}': its ticks kept putting a cleaned DAG's last status back; run the same "
+            "clean again"
+        )
+    return rewritten, None

@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
             "events would go, and deletes nothing. Name the DAGs with --dag, or pass --all. Running and queued "
             "runs are kept unless --include-running. Everything is checked before anything is deleted. Both "
             "systems may keep running: the sensor keeps its place in Airflow's runs (runs that end later are "
-            "recorded once)."
+            "recorded once) and forgets the last status of the cleaned DAGs, so their next run reports "
+            "airflow_run_status again."
         ),
     )
     clean.add_argument(
@@ -116,8 +117,11 @@ def _clean(args: argparse.Namespace) -> int:
         kept = f" ({report.airflow_runs_kept} running or queued kept)" if report.airflow_runs_kept else ""
         _say(
             f"{report.instance_name}: {report.airflow_runs_deleted} Airflow runs deleted{kept}, "
-            f"{report.dagster_assets_wiped} Dagster assets wiped ({len(report.dag_ids)} DAGs)"
+            f"{report.dagster_assets_wiped} Dagster assets wiped, {report.sensor_cursors_reset} sensor cursors "
+            f"reset ({len(report.dag_ids)} DAGs)"
         )
+        for warning in report.warnings:
+            print(f"airpeer clean: warning: {warning}", file=sys.stderr)
     return 0
 
 
