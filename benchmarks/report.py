@@ -201,10 +201,12 @@ def _header(results: dict[str, Any]) -> list[str]:
         "the one before by one run), and pages of a tie group. It builds the Dagster events of the runs already "
         "settled while later pages are in flight. Both Airflows here run 2 API workers, so about 2 requests are "
         "served at a time. dagster-airlift reads one page after the other.",
-        "- airpeer re-reads, on every tick, the runs that ended within its `late_commit_window` (5 minutes) before "
-        "Airflow's clock, to catch runs committed late. Seeded runs end 2 minutes before the sensor starts, so the "
-        "idle ticks right after a case re-read those runs (a few pages when runs are spread). A group of runs "
-        "sharing one end time is re-read only if its size changed (one request to count it).",
+        "- Runs committed late: airpeer watches the runs that ended within its `late_commit_window` (5 minutes) "
+        "before Airflow's clock. Those that ended in the last `full_reread_window` (30 s) are read again by "
+        "content; the older, settled part of the window is only counted, and read again only where a count "
+        "changed; new runs are read on from where the keyset stopped (docs/cursor.md). An idle tick is one round "
+        "of at most four requests, whatever the window holds. Seeded runs end 2 minutes before the sensor starts, "
+        "so the idle ticks right after a case find them in the settled part of the window.",
         "- Airflow 2's REST API has no batched signal that a DAG file changed (no versions, no hash); airpeer's "
         "source cache keys on `last_parsed_time`, so the *reload after a re-parse* row re-fetches every source. "
         "Airflow 3 keys on DAG versions, which a re-parse of an unchanged file does not create.",
@@ -222,8 +224,10 @@ def _header(results: dict[str, Any]) -> list[str]:
         "airpeer's sensor ticks at its own interval with its default settings (time budget, runs per tick, "
         "late-commit window), a tick starting one interval after the previous one started. Per tick: runs "
         "committed by its start, new completions it delivered, requests, how far the cursor's watermark lags "
-        "the clock (Airflow runs on the same host), runs still waiting after it, and the longest wait from commit "
-        "to event. Events are checked against the seeded runs, not stored.",
+        "the clock (Airflow runs on the same host; everything that ended before the watermark was delivered, "
+        "and it trails the clock by at least the late-commit window by design: a stall shows as a lag growing "
+        "past it), runs still waiting after it, and the longest wait from commit to event. Events are checked "
+        "against the seeded runs, not stored.",
         "",
     ]
     return lines
