@@ -19,6 +19,7 @@ when it hits it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -761,7 +762,13 @@ def main(argv: list[str] | None = None) -> int:
         help="start each plan's Airflow, then wait for a commit whose message contains TEXT and measure it",
     )
     parser.add_argument("--airpeer-after-until", default=None, metavar="HH:MM", help="UTC; stop waiting then")
-    parser.add_argument("--render", type=Path, default=None, help="only render OUTPUT from this results.json")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="only render OUTPUT from these results.json (several: runs of different plans, combined)",
+    )
     parser.add_argument(
         "--command", default=None, help="the command recorded in the report (default: this one)"
     )
@@ -770,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     from .report import write_report
 
     if args.render is not None:
-        results = json.loads(args.render.read_text())
+        results = combine_results([json.loads(path.read_text()) for path in args.render])
         write_report(args.output, results)
         say(f"wrote {args.output}")
         return 0
@@ -826,6 +833,44 @@ def main(argv: list[str] | None = None) -> int:
 
 #: --airpeer-after: the commit found, per text, for the plans after the first.
 _RESOLVED: dict[str, dict[str, Any]] = {}
+
+
+def combine_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report's results from runs of different plans (e.g. run at the same time by two processes)."""
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    order = [(p.major, p.dags) for p in FULL_PLANS]
+    stacks = sorted(
+        (stack for run in runs for stack in run["stacks"]),
+        key=lambda st: order.index((st["major"], st["dags"])) if (st["major"], st["dags"]) in order else 99,
+    )
+    codes = {json.dumps(run.get("airpeer_code"), sort_keys=True) for run in runs}
+    if len(codes) > 1:
+        raise SystemExit(f"these runs measured different airpeer code: {sorted(codes)}")
+    return {
+        **first,
+        "command": " ; ".join(run["command"] for run in runs),
+        "started": min(run["started"] for run in runs),
+        "finished": max(run.get("finished", run["started"]) for run in runs),
+        "partial": any(run.get("partial") for run in runs) or len(stacks) < len(FULL_PLANS),
+        "stacks": stacks,
+        "note": first.get("note") or _combined_note(runs),
+    }
+
+
+def _combined_note(runs: list[dict[str, Any]]) -> str:
+    spans = sorted((run["started"], run.get("finished", run["started"])) for run in runs)
+    overlap = any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
+    return (
+        f"{len(runs)} runs of the harness, each with its own plans, combined (`--render` of their results.json)"
+        + (
+            "; they ran at the same time, on the same cores, each adding to the other's load: read the figures "
+            "with the load averages shown per case."
+            if overlap
+            else "."
+        )
+    )
 
 
 def _airpeer_code(commit: str | None, work: Path) -> dict[str, Any]:

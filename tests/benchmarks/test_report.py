@@ -9,7 +9,7 @@ from pathlib import Path
 
 from benchmarks.manifest import build_live_manifest
 from benchmarks.report import event_log_checks, merge_kept
-from benchmarks.run import analyze_live
+from benchmarks.run import analyze_live, combine_results
 
 OLD = """# Benchmarks
 
@@ -124,3 +124,25 @@ def test_the_event_log_check_is_read_from_the_tick_log_line() -> None:
     )
     e2e = {"tick_logs": [[line], ["airpeer: 0 runs ended"]]}
     assert event_log_checks(e2e) == [(0.013, 40)]
+
+
+def test_runs_of_different_plans_combine_into_one_report() -> None:
+    def run(command: str, started: str, finished: str, stacks: list[tuple[int, int]]) -> dict[str, object]:
+        return {"command": command, "started": started, "finished": finished, "airpeer_code": {"commit": "abc"},
+                "stacks": [{"major": major, "dags": dags} for major, dags in stacks]}  # fmt: skip
+
+    combined = combine_results(
+        [
+            run("b", "2026-12-02T01:51:00+00:00", "2026-12-02T02:40:00+00:00", [(3, 1000)]),
+            run(
+                "a", "2026-12-02T01:52:00+00:00", "2026-12-02T02:50:00+00:00", [(2, 100), (2, 1000), (3, 100)]
+            ),
+        ]
+    )
+    assert [(s["major"], s["dags"]) for s in combined["stacks"]] == [(2, 100), (2, 1000), (3, 100), (3, 1000)]
+    assert combined["command"] == "b ; a"
+    assert (combined["started"], combined["finished"]) == (
+        "2026-12-02T01:51:00+00:00",
+        "2026-12-02T02:50:00+00:00",
+    )
+    assert "at the same time" in combined["note"]
