@@ -1148,8 +1148,12 @@ def merge_kept(new_text: str, old_text: str) -> str:
             if "(run of" not in row[-1]:
                 row[-1] += f" (run of {when})"
             extra.append("| " + " | ".join(row) + " |")
-        last = max(i for i, line in enumerate(lines) if line.startswith("| "))
-        lines[last + 1 : last + 1] = extra
+        # Before the exactly-once row, which closes the table.
+        at = next(
+            (i for i, line in enumerate(lines) if line.startswith("| every case")),
+            max(i for i, line in enumerate(lines) if line.startswith("| ")) + 1,
+        )
+        lines[at:at] = extra
     out = [*preamble]
     for _, lines in merged:
         out += lines
