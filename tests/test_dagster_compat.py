@@ -138,3 +138,31 @@ def test_sensor_daemon_heartbeat(instance: dg.DagsterInstance) -> None:
     now = time.time()
     instance.add_daemon_heartbeat(DaemonHeartbeat(now, "SENSOR", "test", None))
     assert compat.latest_sensor_daemon_heartbeat(instance) == pytest.approx(now)
+
+
+def test_latest_sensor_tick_reads_status_time_and_first_error_line(instance: dg.DagsterInstance) -> None:
+    """`airpeer doctor` shows the latest tick of the sensor's stored state (origin + selector ids)."""
+    from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus
+    from dagster._utils.error import SerializableErrorInfo
+
+    state = compat.StoredSensorState(
+        name="s", origin_id="origin", selector_id="selector", running=True, cursor=None, min_interval=30,
+        last_finished_tick=None, last_started_tick=None,
+    )  # fmt: skip
+    assert compat.latest_sensor_tick(instance, state) is None
+
+    def tick(status: TickStatus, at: float, error: SerializableErrorInfo | None = None) -> None:
+        instance.create_tick(
+            TickData(
+                instigator_origin_id="origin", instigator_name="s", instigator_type=InstigatorType.SENSOR,
+                status=status, timestamp=at, selector_id="selector", error=error, run_ids=[],
+            )
+        )  # fmt: skip
+
+    tick(TickStatus.SUCCESS, 1000.0)
+    assert compat.latest_sensor_tick(instance, state) == compat.SensorTick("success", 1000.0, None)
+    tick(TickStatus.FAILURE, 2000.0, SerializableErrorInfo("boom: Airflow refused\nmore lines", [], "Error"))
+    assert compat.latest_sensor_tick(instance, state) == compat.SensorTick(
+        "failure", 2000.0, "boom: Airflow refused"
+    )
+    assert {s.value for s in TickStatus} == {"STARTED", "SKIPPED", "SUCCESS", "FAILURE"}

@@ -15,15 +15,22 @@ import dagster as dg
 from dagster._core.event_api import EventLogCursor
 from dagster._core.events import DagsterEventType
 from dagster._core.instance.utils import RUNLESS_RUN_ID
-from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType, SensorInstigatorData
+from dagster._core.scheduler.instigation import (
+    InstigatorStatus,
+    InstigatorType,
+    SensorInstigatorData,
+    TickStatus,
+)
 from dagster._grpc.utils import default_sensor_grpc_timeout
 
 __all__ = [
     "RUNLESS_RUN_ID",
+    "SensorTick",
     "StoredSensorState",
     "latest_check_evaluations",
     "latest_runless_storage_id",
     "latest_sensor_daemon_heartbeat",
+    "latest_sensor_tick",
     "runless_asset_records_after",
     "runless_asset_records_since",
     "sensor_evaluation_timeout_seconds",
@@ -163,3 +170,28 @@ def latest_check_evaluations(
         if isinstance(data, dg.AssetCheckEvaluation):
             out[key] = data
     return out
+
+
+@dataclass(frozen=True)
+class SensorTick:
+    """What `airpeer doctor` reads from a sensor's latest tick (Dagster's `InstigatorTick`)."""
+
+    #: "started", "skipped", "success" or "failure".
+    status: str
+    #: When the tick started (Dagster's clock, epoch seconds).
+    timestamp: float
+    #: The first line of the error of a failed tick (None otherwise).
+    error: str | None
+
+
+def latest_sensor_tick(instance: dg.DagsterInstance, state: StoredSensorState) -> SensorTick | None:
+    """The latest tick of one stored sensor state, None if it never ticked."""
+    ticks = instance.get_ticks(state.origin_id, state.selector_id, limit=1)
+    if not ticks:
+        return None
+    tick = ticks[0]
+    error = None
+    if tick.status == TickStatus.FAILURE and tick.error is not None:
+        message = (tick.error.message or "").strip()
+        error = message.splitlines()[0] if message else "unknown error"
+    return SensorTick(status=tick.status.value.lower(), timestamp=float(tick.timestamp), error=error)

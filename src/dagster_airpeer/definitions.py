@@ -223,6 +223,9 @@ def build_defs_from_airflow_instance(
             instance=airflow_instance,
             asset_keys_by_dag_id=dag_keys,
             sensor_name=sensor.name,
+            late_commit_window=late_commit_window,
+            sensor_minimum_interval_seconds=sensor_minimum_interval_seconds,
+            dag_selector_fn=dag_selector_fn,
         )
     )
     peered = dg.Definitions(

@@ -145,6 +145,8 @@ class AirflowInstance:
         # Once known (given, detected or taken from a stored snapshot) it is kept: an outage must not send
         # later calls back to detection, whose errors would name Airflow 3's health endpoint.
         self._api_version: Literal["v1", "v2"] | None = api_version
+        #: The `api_version=` given (None: detected), for `airpeer doctor` to report.
+        self.api_version_override: Literal["v1", "v2"] | None = api_version
         self._airflow_version: str | None = None
         # Between polls of wait_for_dag_run; replaceable in tests.
         self._poll_sleep: Callable[[float], None] = time.sleep
