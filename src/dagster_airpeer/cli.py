@@ -12,6 +12,8 @@ import dagster as dg
 
 from .airflow.errors import AirflowConfigError, AirflowError
 from .clean import InstanceCleanPlan, execute_clean, load_definitions_file, plan_clean
+from .doctor import add_doctor_parser, run_doctor_command
+from .listing import add_list_parser, run_list_command
 
 
 class _UsageError(Exception):
@@ -60,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     scope = clean.add_mutually_exclusive_group()
     scope.add_argument("--airflow-only", action="store_true", help="leave Dagster's history alone")
     scope.add_argument("--dagster-only", action="store_true", help="leave Airflow's runs alone")
+    add_doctor_parser(sub)
+    add_list_parser(sub)
     return parser
 
 
@@ -133,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = f"airpeer {args.command}"
         if args.command == "clean":
             return _clean(args)
+        if args.command == "doctor":
+            return run_doctor_command(args)
+        if args.command == "list":
+            return run_list_command(args)
     except _UsageError as exc:
         print(f"{command}: error: {exc}", file=sys.stderr)
         return 1
