@@ -140,6 +140,19 @@ def test_sensor_daemon_heartbeat(instance: dg.DagsterInstance) -> None:
     assert compat.latest_sensor_daemon_heartbeat(instance) == pytest.approx(now)
 
 
+def test_repository_check_keys_include_checks_of_merged_definitions() -> None:
+    key = dg.AssetKey(["k"])
+
+    @dg.asset_check(asset=key)
+    def merged() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True)
+
+    defs = dg.Definitions.merge(
+        dg.Definitions(assets=[dg.AssetSpec(key)]), dg.Definitions(asset_checks=[merged])
+    )
+    assert compat.repository_check_keys(defs.get_repository_def()) == {merged.check_key}
+
+
 def test_latest_sensor_tick_reads_status_time_and_first_error_line(instance: dg.DagsterInstance) -> None:
     """`airpeer doctor` shows the latest tick of the sensor's stored state (origin + selector ids)."""
     from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus

@@ -220,3 +220,39 @@ def test_a_cursor_reset_skips_what_is_stored_but_reimports_what_was_wiped(
         dg.AssetCheckKey(dg.AssetKey(["peered", "dag", "beta"]), RUN_STATUS_CHECK_NAME), limit=10
     )
     assert len(history) == 1
+
+
+# -- #13.5: user checks from a Definitions merged later -----------------------------------------------------------
+
+
+@dg.asset_check(asset=dg.AssetKey(["peered", "dag", "alpha"]))
+def merged_later() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=True)
+
+
+def test_checks_from_a_definitions_merged_later_are_requested(
+    fake: FakeAirflow, tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    peered = peer_fake(fake, tmp_path / "snap")
+    defs = dg.Definitions.merge(peered.build(), dg.Definitions(asset_checks=[merged_later]))
+    ticker = Ticker(dagster_instance, peered.sensor)
+    ticker.tick(defs)
+    fake.add_run("alpha", "r1", _ago(30))
+    fake.add_run("beta", "r2", _ago(20))
+    outcome = ticker.tick(defs)
+    # Before #13.5 the sensor knew only the checks of defs= and requested nothing.
+    assert [list(r.asset_check_keys or []) for r in outcome.run_requests] == [[merged_later.check_key]]
+    job = defs.resolve_job_def("peered__dag_asset_checks")
+    assert set(job.asset_layer.asset_graph.asset_check_keys) == {merged_later.check_key}
+
+
+def test_without_user_checks_the_job_selects_nothing_and_nothing_is_requested(
+    fake: FakeAirflow, tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    peered = peer_fake(fake, tmp_path / "snap")
+    defs = peered.build()
+    ticker = Ticker(dagster_instance, peered.sensor)
+    ticker.tick(defs)
+    fake.add_run("alpha", "r1", _ago(30))
+    assert ticker.tick(defs).run_requests == []
+    assert not defs.resolve_job_def("peered__dag_asset_checks").asset_layer.asset_graph.asset_check_keys

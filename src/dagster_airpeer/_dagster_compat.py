@@ -31,6 +31,7 @@ __all__ = [
     "latest_runless_storage_id",
     "latest_sensor_daemon_heartbeat",
     "latest_sensor_tick",
+    "repository_check_keys",
     "runless_asset_records_after",
     "runless_asset_records_since",
     "sensor_evaluation_timeout_seconds",
@@ -170,6 +171,11 @@ def latest_check_evaluations(
         if isinstance(data, dg.AssetCheckEvaluation):
             out[key] = data
     return out
+
+
+def repository_check_keys(repository: dg.RepositoryDefinition) -> set[dg.AssetCheckKey]:
+    """Every asset check key of a code location's repository, whichever `Definitions` brought it in."""
+    return set(repository.asset_graph.asset_check_keys)
 
 
 @dataclass(frozen=True)

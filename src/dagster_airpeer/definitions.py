@@ -141,7 +141,8 @@ def build_defs_from_airflow_instance(
     Args:
         airflow_instance: the Airflow instance to peer (Airflow 2 or 3; the version is detected).
         defs: your own definitions (asset checks on the DAG assets, other assets), merged into the result.
-            Checks on a DAG's asset run after each new materialization of that asset.
+            Checks on a DAG's asset run after each new materialization of that asset, also when they come
+            from another `Definitions` merged with the result.
         dag_selector_fn: keep only the DAGs for which this returns True.
         translator: customises the asset specs (key, description, tags, metadata, owners, group).
         sensor_minimum_interval_seconds: how often the sensor polls Airflow.
@@ -205,10 +206,14 @@ def build_defs_from_airflow_instance(
     user_checks = _user_checks_by_asset(defs, set(dag_keys.values()))
 
     checks_job = None
-    if user_checks:
+    if dag_keys:
+        # Resolved when Dagster builds the repository, so checks on the DAG assets from a Definitions merged
+        # with ours later are selected too; the sensor finds them in the repository (sensor.UserChecks).
+        run_status_keys = [dg.AssetCheckKey(key, RUN_STATUS_CHECK_NAME) for key in dag_keys.values()]
         checks_job = dg.define_asset_job(
             name=f"{airflow_instance.name}__dag_asset_checks",
-            selection=dg.AssetSelection.checks(*[ck for cks in user_checks.values() for ck in cks]),
+            selection=dg.AssetSelection.checks_for_assets(*dag_keys.values())
+            - dg.AssetSelection.checks(*run_status_keys),
             description="Runs the asset checks on peered Airflow DAG assets after each new Airflow run.",
         )
     sensor = build_dag_run_sensor(

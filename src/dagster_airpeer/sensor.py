@@ -15,6 +15,7 @@ import dagster as dg
 from ._dagster_compat import (
     latest_check_evaluations,
     latest_runless_storage_id,
+    repository_check_keys,
     runless_asset_records_after,
     runless_asset_records_since,
     sensor_evaluation_timeout_seconds,
@@ -22,7 +23,7 @@ from ._dagster_compat import (
 from .airflow.errors import AirflowNotFoundError
 from .airflow.instance import AirflowInstance
 from .airflow.models import Dag, DagRun
-from .events import AssetEvent, completion_id, event_completion_id, events_for_run
+from .events import RUN_STATUS_CHECK_NAME, AssetEvent, completion_id, event_completion_id, events_for_run
 from .feed import CompletionFeed, CursorError, FeedState, load_cursor_json
 
 #: Seconds of Dagster's sensor timeout kept free after the hard deadline: building the tick's events, the
@@ -303,6 +304,34 @@ def _dagster_instance(context: dg.SensorEvaluationContext) -> dg.DagsterInstance
         return None
 
 
+class UserChecks:
+    """The user's asset checks by asset, read from the code location the sensor is evaluated in.
+
+    Checks on a DAG asset may come from `defs=` or from another `Definitions` merged with the result later;
+    only the repository Dagster built knows them all. Read once per repository (a reload builds a new one).
+    Without a repository (a context built in a test) the checks found in `defs=` are used.
+    """
+
+    def __init__(self, fallback: Mapping[dg.AssetKey, Sequence[dg.AssetCheckKey]]) -> None:
+        self._fallback = fallback
+        self._repository: dg.RepositoryDefinition | None = None
+        self._by_asset: Mapping[dg.AssetKey, Sequence[dg.AssetCheckKey]] = fallback
+
+    def by_asset(
+        self, context: dg.SensorEvaluationContext
+    ) -> Mapping[dg.AssetKey, Sequence[dg.AssetCheckKey]]:
+        repository = context.repository_def
+        if repository is None:
+            return self._fallback
+        if repository is not self._repository:
+            found: dict[dg.AssetKey, list[dg.AssetCheckKey]] = {}
+            for check_key in sorted(repository_check_keys(repository), key=str):
+                if check_key.name != RUN_STATUS_CHECK_NAME:
+                    found.setdefault(check_key.asset_key, []).append(check_key)
+            self._repository, self._by_asset = repository, found
+        return self._by_asset
+
+
 def sensor_name(instance_name: str) -> str:
     return f"{instance_name}__airflow_dag_runs"
 
@@ -315,8 +344,13 @@ def build_dag_run_sensor(
     user_checks_by_asset: Mapping[dg.AssetKey, Sequence[dg.AssetCheckKey]],
     checks_job: dg.UnresolvedAssetJobDefinition | None,
 ) -> dg.SensorDefinition:
-    """The sensor for one Airflow instance (see `CompletionFeed` for how exactly-once holds)."""
+    """The sensor for one Airflow instance (see `CompletionFeed` for how exactly-once holds).
+
+    `checks_job` selects the checks on the DAG assets lazily (whatever `Definitions` they come from); the
+    sensor requests it with the user checks it finds on each materialized asset (see `UserChecks`).
+    """
     name = sensor_name(instance.name)
+    user_checks = UserChecks(user_checks_by_asset)
 
     @dg.sensor(
         name=name,
@@ -331,6 +365,7 @@ def build_dag_run_sensor(
     )
     def _airflow_dag_runs(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         started = time.monotonic()
+        checks_by_asset = user_checks.by_asset(context) if checks_job is not None else {}
         skew = timedelta(0)  # Airflow's clock minus Dagster's, measured on the first tick
         feed = CompletionFeed(
             instance,
@@ -393,7 +428,7 @@ def build_dag_run_sensor(
                     )
                     if run.end_date is not None and (not earliest or run.end_date < earliest[0]):
                         earliest[:] = [run.end_date]
-                    if run.succeeded and key in user_checks_by_asset:
+                    if run.succeeded and key in checks_by_asset:
                         succeeded.setdefault(key, []).append(f"{run.dag_id}/{run.run_id}/{run.end_date}")
 
             result = feed.poll(cursor.feed, on_completions=record)
@@ -432,7 +467,7 @@ def build_dag_run_sensor(
 
         run_requests = []
         if succeeded and checks_job is not None:
-            check_keys = sorted({ck for key in succeeded for ck in user_checks_by_asset[key]}, key=str)
+            check_keys = sorted({ck for key in succeeded for ck in checks_by_asset[key]}, key=str)
             # A replayed tick (Dagster stopped before storing the cursor) asks for the same run key, which
             # Dagster de-duplicates.
             digest = hashlib.sha256("\n".join(sorted(i for ids in succeeded.values() for i in ids)).encode())

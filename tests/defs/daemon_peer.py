@@ -12,6 +12,11 @@ def ok_dag_check() -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=True, metadata={"checked_by": "daemon test"})
 
 
+@dg.asset_check(asset=dg.AssetKey(["daemon_peered", "dag", "airpeer_ok"]))
+def merged_later_check() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=True, metadata={"checked_by": "a Definitions merged later"})
+
+
 defs = build_defs_from_airflow_instance(
     airflow_instance=AirflowInstance(
         auth_backend=AirflowBasicAuthBackend(
@@ -24,3 +29,6 @@ defs = build_defs_from_airflow_instance(
     defs=dg.Definitions(asset_checks=[ok_dag_check]),
     sensor_minimum_interval_seconds=int(os.environ.get("AIRPEER_TEST_SENSOR_INTERVAL", "30")),
 )
+# A check from another Definitions merged with the result: the sensor must request it too (#13.5). (One
+# Definitions at module scope: Dagster refuses to load a file with two.)
+defs = dg.Definitions.merge(defs, dg.Definitions(asset_checks=[merged_later_check]))
