@@ -9,7 +9,8 @@ DAGSTER_MIN_STAMP := $(DAGSTER_MIN_VENV)/.airpeer-installed
 # Every extra of pyproject.toml, so that their lower bounds are tried too (tests/test_packaging.py checks).
 DAGSTER_MIN_EXTRAS := test,mwaa,composer
 DAGSTER_MIN_TESTS := tests/feed tests/test_events.py tests/test_translator.py tests/test_definitions.py \
-	tests/airflow tests/test_packaging.py
+	tests/airflow tests/test_packaging.py tests/test_sensor_events.py tests/test_sensor_settings.py \
+	tests/test_dagster_compat.py
 
 .PHONY: test-dagster-min
 TEST_DEPS += test-dagster-min
