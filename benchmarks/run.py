@@ -390,7 +390,7 @@ class StackRun:
         self.settings = replace(self.settings, airpeer_src=code["src"])
         self.result["airpeer_code"] = code
         say(f"measuring airpeer at {code['commit']} ({code.get('subject', '')[:70]})"
-            + ("" if found else f"; no commit with {text!r} by then"))  # fmt: skip
+            + ("" if code["found"] else f"; no commit with {text!r} by then"))  # fmt: skip
 
     # -- loads ----------------------------------------------------------------------------------------------
 
