@@ -845,11 +845,16 @@ def combine_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
         (stack for run in runs for stack in run["stacks"]),
         key=lambda st: order.index((st["major"], st["dags"])) if (st["major"], st["dags"]) in order else 99,
     )
-    codes = {json.dumps(run.get("airpeer_code"), sort_keys=True) for run in runs}
+    # Which airpeer each plan measured (a plan of an --airpeer-after run says so itself).
+    measured = [
+        stack.get("airpeer_code") or run.get("airpeer_code") or {} for run in runs for stack in run["stacks"]
+    ]
+    codes = {(code.get("commit"), bool(code.get("dirty"))) for code in measured}
     if len(codes) > 1:
         raise SystemExit(f"these runs measured different airpeer code: {sorted(codes)}")
     return {
         **first,
+        "airpeer_code": next((code for code in measured if code.get("src")), first.get("airpeer_code")),
         "command": " ; ".join(run["command"] for run in runs),
         "started": min(run["started"] for run in runs),
         "finished": max(run.get("finished", run["started"]) for run in runs),
