@@ -3,14 +3,19 @@ Airflow 3.3 and 2.11 stacks, with a real Dagster instance in a temporary DAGSTER
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dagster_airpeer import AirflowBasicAuthBackend, AirflowInstance
 from dagster_airpeer.doctor import CHECKS
@@ -55,6 +60,49 @@ def _airpeer(
     )
 
 
+def _set_cursor(airflow: Any, home: Path, cursor: SensorCursor, **env: str) -> None:
+    """Store a sensor state with this cursor, as Dagster's own CLI writes it (loading the definitions)."""
+    written = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "sensor", "cursor", "-f", str(DEFS), SENSOR,
+         "--set", cursor.to_json()],
+        env=_env(airflow, home, **env), capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr
+
+
+class _Forwarder(socketserver.ThreadingTCPServer):
+    """A loopback TCP forwarder to the real Airflow: closing it makes that Airflow unreachable at its URL."""
+
+    daemon_threads = True
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        forwarder_target = target
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                upstream = socket.create_connection(forwarder_target)
+
+                def pump(source: socket.socket, sink: socket.socket) -> None:
+                    with contextlib.suppress(OSError):
+                        while data := source.recv(65536):
+                            sink.sendall(data)
+                    with contextlib.suppress(OSError):
+                        sink.shutdown(socket.SHUT_WR)
+
+                back = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
+                back.start()
+                pump(self.request, upstream)
+                back.join(30)
+                upstream.close()
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
 def _statuses(doc: dict[str, Any]) -> dict[str, str]:
     return {c["check"]: c["status"] for c in doc["checks"]}
 
@@ -88,13 +136,11 @@ def test_doctor_and_list_against_real_airflow(airflow: Any, tmp_path: Path) -> N
     assert "checking doctor_peered" in first.stderr
 
     # A stored sensor state with a cursor, as Dagster's own CLI writes it: the cursor is read and its lag shown.
-    cursor = SensorCursor(feed=FeedState(watermark=datetime.now(timezone.utc) - timedelta(minutes=5)))
-    written = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "sensor", "cursor", "-f", str(DEFS), SENSOR,
-         "--set", cursor.to_json()],
-        env=_env(airflow, home), capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert written.returncode == 0, written.stderr
+    _set_cursor(
+        airflow,
+        home,
+        SensorCursor(feed=FeedState(watermark=datetime.now(timezone.utc) - timedelta(minutes=5))),
+    )
     text = _airpeer(airflow, home, "doctor", "-f", str(DEFS))
     assert text.returncode == 0, text.stdout + text.stderr
     lines = [line for line in text.stdout.splitlines() if not line.startswith("airpeer doctor:")]
@@ -123,3 +169,31 @@ def test_doctor_and_list_against_real_airflow(airflow: Any, tmp_path: Path) -> N
     assert "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith("airpeer doctor: "), refused.stderr
     assert "wrong-pw" not in refused.stdout + refused.stderr
+
+
+def test_doctor_with_airflow_down_still_checks_the_sensor_and_cursor(airflow: Any, tmp_path: Path) -> None:
+    """Airflow unreachable: the definitions load from the stored snapshot, the Airflow checks fail (exit 1),
+    the sensor and cursor are still read (the lag on this machine's clock)."""
+    home = _home(tmp_path)
+    target = urlsplit(airflow.url)
+    forwarder = _Forwarder((target.hostname or "127.0.0.1", target.port or 80))
+    url = forwarder.url
+    try:
+        # Loading through the forwarder stores the snapshot the next load falls back to.
+        _set_cursor(
+            airflow, home, SensorCursor(feed=FeedState(watermark=datetime.now(timezone.utc) - timedelta(minutes=5))),
+            AIRPEER_TEST_AIRFLOW_URL=url,
+        )  # fmt: skip
+    finally:
+        forwarder.shutdown()
+        forwarder.server_close()
+    down = _airpeer(airflow, home, "doctor", "--defs", str(DEFS), "--json", AIRPEER_TEST_AIRFLOW_URL=url)
+    assert down.returncode == 1, down.stdout + down.stderr
+    doc = json.loads(down.stdout)
+    statuses = _statuses(doc)
+    assert [statuses[c] for c in ("airflow", "login", "clock", "dags", "run_page")] == ["fail"] * 5, doc
+    found = {c["check"]: c for c in doc["checks"]}
+    assert url in found["airflow"]["found"]
+    assert statuses["sensor"] == "warn" and "stopped" in found["sensor"]["found"]
+    assert statuses["cursor"] == "ok" and "this machine's clock" in found["cursor"]["found"]
+    assert doc["ok"] is False and doc["counts"]["fail"] == 5
