@@ -12,8 +12,10 @@ Its state (`FeedState`) is what the sensor stores as its cursor. docs/cursor.md 
   the rest fits in a few pages, reads that rest by primary key, all its pages at once. Primary-key pages
   (these, and groups of runs sharing one end date) overlap by one run which must match.
 * **Late commits.** Airflow writes ``end_date`` before its transaction commits. The watermark only advances
-  to Airflow's clock (HTTP ``Date``) at the tick's start minus ``late_commit_window``; what lies after it is
-  re-read each tick and de-duplicated by ``seen``.
+  to Airflow's clock (HTTP ``Date``) at the tick's start minus ``late_commit_window``; what lies after it and
+  was read already is checked each tick: the runs that ended within ``full_reread_window`` are read again
+  (de-duplicated by ``seen``), the older ones are counted per slice, and only a slice whose count changed is
+  read again. New runs are read from where the keyset stopped, never held back by that check.
 * **Bounded ticks.** A tick stops sending requests when its time budget or run cap is reached and keeps the
   longest prefix it read completely; everything before the cursor was delivered, nothing after it.
 """
