@@ -772,12 +772,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--command", default=None, help="the command recorded in the report (default: this one)"
     )
+    parser.add_argument("--note", default=None, help="with --render: a note shown at the top of the report")
     args = parser.parse_args(argv)
 
     from .report import write_report
 
     if args.render is not None:
         results = combine_results([json.loads(path.read_text()) for path in args.render])
+        if args.note:
+            results["note"] = " ".join(filter(None, [results.get("note"), args.note]))
         write_report(args.output, results)
         say(f"wrote {args.output}")
         return 0
