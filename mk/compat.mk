@@ -10,7 +10,8 @@ DAGSTER_MIN_STAMP := $(DAGSTER_MIN_VENV)/.airpeer-installed
 DAGSTER_MIN_EXTRAS := test,mwaa,composer
 DAGSTER_MIN_TESTS := tests/feed tests/test_events.py tests/test_translator.py tests/test_definitions.py \
 	tests/airflow tests/test_packaging.py tests/test_sensor_events.py tests/test_sensor_settings.py \
-	tests/test_dagster_compat.py
+	tests/test_dagster_compat.py tests/test_snapshot.py tests/test_clean.py tests/test_doctor.py tests/test_list.py \
+	tests/observe
 
 .PHONY: test-dagster-min
 TEST_DEPS += test-dagster-min
