@@ -844,8 +844,23 @@ def combine_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return runs[0]
     first = runs[0]
     order = [(p.major, p.dags) for p in FULL_PLANS]
+    by_plan: dict[tuple[int, int], dict[str, Any]] = {}
+    for run in runs:
+        for stack in run["stacks"]:
+            plan = (stack["major"], stack["dags"])
+            if plan not in by_plan:
+                by_plan[plan] = dict(stack)
+                continue
+            # The same plan in a later run (other parts of it): what that run measured replaces the earlier.
+            merged = by_plan[plan]
+            for part in ("loads", "latency", "live"):
+                if stack.get(part):
+                    merged[part] = stack[part]
+            cases = {case["label"]: case for case in merged.get("sensors", [])}
+            cases.update({case["label"]: case for case in stack.get("sensors", [])})
+            merged["sensors"] = list(cases.values())
     stacks = sorted(
-        (stack for run in runs for stack in run["stacks"]),
+        by_plan.values(),
         key=lambda st: order.index((st["major"], st["dags"])) if (st["major"], st["dags"]) in order else 99,
     )
     # Which airpeer each plan measured (a plan of an --airpeer-after run says so itself).

@@ -146,3 +146,17 @@ def test_runs_of_different_plans_combine_into_one_report() -> None:
         "2026-12-02T02:50:00+00:00",
     )
     assert "at the same time" in combined["note"]
+
+
+def test_a_later_run_of_the_same_plan_replaces_the_parts_it_measured() -> None:
+    earlier = {
+        "command": "a",
+        "started": "1",
+        "finished": "2",
+        "airpeer_code": {"commit": "abc"},
+        "stacks": [{"major": 3, "dags": 1000, "sensors": [{"label": "K=1000"}], "live": {"ticks": 1}}],
+    }
+    later = {"command": "b", "started": "3", "finished": "4", "airpeer_code": {"commit": "abc"},
+             "stacks": [{"major": 3, "dags": 1000, "sensors": [], "live": {"ticks": 2}}]}  # fmt: skip
+    (stack,) = combine_results([earlier, later])["stacks"]
+    assert stack["live"] == {"ticks": 2} and stack["sensors"] == [{"label": "K=1000"}]
