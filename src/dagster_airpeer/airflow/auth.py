@@ -294,7 +294,42 @@ class AirflowTokenAuthBackend(AirflowAuthBackend):
         )
 
 
-class AirflowBasicAuthBackend(AirflowAuthBackend):
+class _UnlockedLoginFlows(httpx.Auth):
+    """Runs `auth_flow` for httpx's `Client` with no lock held across a request (httpx's advice for flows
+    that use locks is to override `sync_auth_flow`): backends that log in send their logins unlocked, as
+    single flights, and read every answer, since login answers are parsed and refusals inspected."""
+
+    requires_response_body = True
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """The flow httpx's `Client` runs. Overridden (httpx's advice for flows that use locks) to say that
+        this flow keeps no lock across a request: logins are sent unlocked, as single flights."""
+        flow = self.auth_flow(request)
+        try:
+            outgoing = next(flow)
+            while True:
+                response = yield outgoing
+                response.read()  # the login answers are parsed; refusals are inspected
+                try:
+                    outgoing = flow.send(response)
+                except StopIteration:
+                    return
+        except StopIteration:
+            return
+        finally:
+            flow.close()
+
+    async def async_auth_flow(  # pragma: no cover - airpeer only uses httpx.Client
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        raise NotImplementedError(
+            f"{type(self).__name__} serves httpx.Client only: waiting for another request's login would block "
+            "an event loop."
+        )
+        yield request  # an async generator, as httpx expects
+
+
+class AirflowBasicAuthBackend(_UnlockedLoginFlows, AirflowAuthBackend):
     """Username and password, for Airflow 2 and Airflow 3 alike.
 
     - Airflow 2 (`/api/v1/...`): HTTP basic auth. Airflow 2 checks the password hash on every basic-auth
@@ -309,8 +344,6 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
 
     `username` and `password` may be strings or Dagster `EnvVar`s (read when first needed).
     """
-
-    requires_response_body = True
 
     def __init__(self, webserver_url: str, username: SecretValue, password: SecretValue) -> None:
         super().__init__(webserver_url)
@@ -375,33 +408,6 @@ class AirflowBasicAuthBackend(AirflowAuthBackend):
         )
 
     # -- flows ----------------------------------------------------------------------------------------------
-
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """The flow httpx's `Client` runs. Overridden (httpx's advice for flows that use locks) to say that
-        this flow keeps no lock across a request: logins are sent unlocked, as single flights."""
-        flow = self.auth_flow(request)
-        try:
-            outgoing = next(flow)
-            while True:
-                response = yield outgoing
-                response.read()  # the login answers are parsed; refusals are inspected
-                try:
-                    outgoing = flow.send(response)
-                except StopIteration:
-                    return
-        except StopIteration:
-            return
-        finally:
-            flow.close()
-
-    async def async_auth_flow(  # pragma: no cover - airpeer only uses httpx.Client
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        raise NotImplementedError(
-            f"{type(self).__name__} serves httpx.Client only: waiting for another request's login would block "
-            "an event loop."
-        )
-        yield request  # an async generator, as httpx expects
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         version = self.api_version_of(request)

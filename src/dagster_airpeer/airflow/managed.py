@@ -23,7 +23,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncGenerator, Generator, Sequence
+from collections.abc import Generator, Sequence
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from http.cookies import CookieError, SimpleCookie
@@ -50,6 +50,7 @@ from .auth import (
     _login_wait_seconds,
     _renew_margin,
     _renewal_point,
+    _UnlockedLoginFlows,
 )
 from .errors import AirflowAuthError, AirflowConfigError, AirflowConnectionError
 
@@ -133,12 +134,11 @@ def _bearer(request: httpx.Request, credential: str) -> None:
     request.headers.pop("Cookie", None)
 
 
-class _ManagedAuthBackend(AirflowAuthBackend):
+class _ManagedAuthBackend(_UnlockedLoginFlows, AirflowAuthBackend):
     """What the managed logins share: a credential per kind of request (`_kind_of`), obtained by `_login`,
     renewed at its renewal point and once after Airflow refuses it; concurrent requests wait for the login
     in flight instead of logging in each (the lock is never held while a login is on the wire)."""
 
-    requires_response_body = True
     #: For messages: what the service is ("Amazon MWAA environment 'x'").
     _service: str = "managed Airflow"
 
@@ -173,33 +173,6 @@ class _ManagedAuthBackend(AirflowAuthBackend):
         _bearer(request, credential)
 
     # -- flow -----------------------------------------------------------------------------------------------
-
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """The flow httpx's `Client` runs, overridden as httpx advises for flows that use locks: this one
-        holds none across a request (logins are single flights sent unlocked)."""
-        flow = self.auth_flow(request)
-        try:
-            outgoing = next(flow)
-            while True:
-                response = yield outgoing
-                response.read()  # login answers and refusals are inspected
-                try:
-                    outgoing = flow.send(response)
-                except StopIteration:
-                    return
-        except StopIteration:
-            return
-        finally:
-            flow.close()
-
-    async def async_auth_flow(  # pragma: no cover - airpeer only uses httpx.Client
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        raise NotImplementedError(
-            f"{type(self).__name__} serves httpx.Client only: waiting for another request's login would block "
-            "an event loop."
-        )
-        yield request
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         kind = self._kind_of(request)
