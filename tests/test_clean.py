@@ -173,6 +173,23 @@ def test_a_failing_definitions_file_is_a_one_line_error(
     assert "importing" in err and "AIRPEER_TEST_AIRFLOW_URL" in err and len(err.strip().splitlines()) == 1
 
 
+def test_clean_names_a_module_as_dagster_dev_m_does(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The same loader as `airpeer doctor` and `airpeer list`: a code location is a file or a module.
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "no_peering.py").write_text("import dagster as dg\ndefs = dg.Definitions()\n")
+    assert main(["clean", "-m", "no_peering", "--all"]) == 1
+    err = capsys.readouterr().err
+    assert "-m: module no_peering does not call build_defs_from_airflow_instance()" in err, err
+    assert main(["clean", "-m", "not_a_module_here", "--all"]) == 1
+    err = capsys.readouterr().err
+    assert "no module named 'not_a_module_here'" in err and len(err.strip().splitlines()) == 1, err
+    assert main(["clean", "-m", "no_peering", "--defs", str(DEFS), "--all"]) == 1
+    assert "not allowed with" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["clean", "--help"]])
 def test_help(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exited:

@@ -10,10 +10,7 @@ no asset to wipe also holds history from Dagster runs) and deletes nothing; its 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +18,11 @@ from pathlib import Path
 import dagster as dg
 
 from . import _dagster_compat as compat
-from .airflow.errors import AirflowConfigError, AirflowError, AirflowNotFoundError
+from .airflow.errors import AirflowConfigError, AirflowNotFoundError
 from .events import RUN_STATUS_CHECK_NAME
 from .feed import CursorError
-from .registry import PeeredInstance, clear_registry, peered_instances
+from .location import load_location
+from .registry import PeeredInstance
 from .sensor import SensorCursor
 
 Progress = Callable[[str], None]
@@ -85,38 +83,20 @@ class CleanReport:
     warnings: tuple[str, ...] = field(default=())
 
 
+def load_definitions(
+    *, defs_file: str | Path | None = None, module_name: str | None = None
+) -> LoadedDefinitions:
+    """Import a definitions file or module (as `dagster dev -f` / `-m` do); return the Airflow instances it peers."""
+    location = load_location(defs_file=defs_file, module_name=module_name)
+    check_keys: set[dg.AssetCheckKey] = set()
+    for definitions in location.definitions:
+        check_keys |= set(definitions.resolve_asset_graph().asset_check_keys)
+    return LoadedDefinitions(location.peered, frozenset(check_keys))
+
+
 def load_definitions_file(defs_file: str | Path) -> LoadedDefinitions:
     """Import a definitions file (as `dagster dev -f` does); return the Airflow instances it peers."""
-    path = Path(defs_file).resolve()
-    if not path.is_file():
-        raise AirflowConfigError(f"--defs: no such file {path}")
-    clear_registry()
-    module_name = f"_airpeer_defs_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise AirflowConfigError(f"--defs: {path} is not an importable Python file")
-    module = importlib.util.module_from_spec(spec)
-    # Like `dagster dev -f`, let the file import its sibling modules.
-    sys.path.insert(0, str(path.parent))
-    try:
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    except AirflowError:
-        raise
-    except Exception as exc:  # the user's file: say what failed in one line, not with a traceback
-        raise AirflowConfigError(f"--defs: importing {path} failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        sys.path.remove(str(path.parent))
-    found = peered_instances()
-    if not found:
-        raise AirflowConfigError(
-            f"--defs: {path} does not call build_defs_from_airflow_instance(); nothing to clean"
-        )
-    check_keys: set[dg.AssetCheckKey] = set()
-    for value in vars(module).values():
-        if isinstance(value, dg.Definitions):
-            check_keys |= set(value.resolve_asset_graph().asset_check_keys)
-    return LoadedDefinitions(found, frozenset(check_keys))
+    return load_definitions(defs_file=defs_file)
 
 
 def load_peered_instances(defs_file: str | Path) -> list[PeeredInstance]:

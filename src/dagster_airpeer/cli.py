@@ -11,9 +11,10 @@ from typing import NoReturn
 import dagster as dg
 
 from .airflow.errors import AirflowConfigError, AirflowError
-from .clean import InstanceCleanPlan, execute_clean, load_definitions_file, plan_clean
+from .clean import InstanceCleanPlan, execute_clean, load_definitions, plan_clean
 from .doctor import add_doctor_parser, run_doctor_command
 from .listing import add_list_parser, run_list_command
+from .location import add_location_arguments
 
 
 class _UsageError(Exception):
@@ -43,9 +44,7 @@ def _parser() -> argparse.ArgumentParser:
             "airflow_run_status again."
         ),
     )
-    clean.add_argument(
-        "--defs", "-f", required=True, help="the definitions file that peers Airflow (as for dagster dev -f)"
-    )
+    add_location_arguments(clean)
     which = clean.add_mutually_exclusive_group()
     which.add_argument(
         "--dag",
@@ -97,7 +96,7 @@ def _clean(args: argparse.Namespace) -> int:
             "DAGSTER_HOME is not set; set it to the directory of the Dagster instance whose history should be "
             "wiped (the one `dagster dev` uses), or pass --airflow-only"
         )
-    loaded = load_definitions_file(args.defs)
+    loaded = load_definitions(defs_file=args.defs_file, module_name=args.module_name)
     options = {"include_running": args.include_running, "airflow": use_airflow, "dagster": wipe_dagster}
     dagster_instance = dg.DagsterInstance.get() if wipe_dagster else None
     try:
