@@ -1,6 +1,6 @@
 # Benchmarks (benchmarks/): airpeer vs dagster-airlift against a real Airflow 2.11 and 3.3.
 #
-#   make bench        every case at full size (about 50 minutes: the 35 of the loads and sensors, end-to-end runs
+#   make bench        every case at full size (about 50 minutes, estimated: the 35 of loads and sensors, end-to-end runs
 #                     that store every event in a SQLite DagsterInstance, and two live cases of 50,000 runs in
 #                     5 minutes; dagster-airlift is capped per case), writes BENCHMARKS.md at the repository root;
 #                     raw figures and logs in .work/bench
