@@ -569,7 +569,9 @@ class StackRun:
         commits = self.dir / f"live-commits-{live.runs}.jsonl"
         commits.unlink(missing_ok=True)
         interval = live.interval_s or 30
-        stop_after = live.duration_s + live.late_max_s + (4 + live.idle_ticks_after) * interval
+        # At least a minute of slack past the last commit: a loaded machine seeds slower than planned, and a
+        # tiny case (2 s ticks) would otherwise stop one tick short of the quiet ticks that end it.
+        stop_after = live.duration_s + live.late_max_s + max(60.0, (4 + live.idle_ticks_after) * interval)
         loadavg = os.getloadavg()
         with (self.dir / "live-seeder.log").open("w") as seeder_log:
             seeder = subprocess.Popen(
