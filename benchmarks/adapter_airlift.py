@@ -19,11 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dagster as dg
 import requests
-from adapter_common import Adapter, serve
+from adapter_common import Adapter, TaskMappings, serve, task_of_key, task_specs
 from dagster_airlift.constants import AIRFLOW_RUN_ID_METADATA_KEY, SOURCE_CODE_METADATA_KEY
 from dagster_airlift.core import (
     AirflowBasicAuthBackend,
     AirflowInstance,
+    assets_with_task_mappings,
     build_defs_from_airflow_instance,
 )
 
@@ -60,13 +61,26 @@ class AirliftAdapter(Adapter):
         return AirflowInstance(auth_backend=self._backend, name=self.name)
 
     def build_defs(
-        self, *, show_dag_source: bool, cache_dir: Path | None, history_from: float
+        self,
+        *,
+        show_dag_source: bool,
+        cache_dir: Path | None,
+        history_from: float,
+        task_mappings: TaskMappings | None = None,
     ) -> dg.Definitions:
         # dagster-airlift has no cache between loads: cache_dir is ignored. Its sensor start is set by
         # initial_cursor(), not here.
+        defs = None
+        if task_mappings is not None:
+            # The observe cases: each task's asset, mapped with dagster-airlift's own API.
+            assets: list[Any] = []
+            for dag_id, by_task in task_specs(task_mappings).items():
+                assets += assets_with_task_mappings(dag_id=dag_id, task_mappings=by_task)
+            defs = dg.Definitions(assets=assets)
         return build_defs_from_airflow_instance(
             airflow_instance=self._instance_for(),
             source_code_retrieval_enabled=show_dag_source,
+            defs=defs,
         )
 
     def initial_cursor(self, history_from: float) -> str | None:
@@ -78,9 +92,13 @@ class AirliftAdapter(Adapter):
         )
 
     def identify(self, event: Any) -> list[Any]:
-        dag_id = event.asset_key.path[-1]
         run_id = event.metadata[AIRFLOW_RUN_ID_METADATA_KEY]
         run_id = getattr(run_id, "value", run_id)
+        task = task_of_key(event.asset_key)
+        if task is not None:
+            # dagster-airlift puts the run on a task's materialization, not the task: the key names it.
+            return ["task", task[0], run_id, task[1], None]
+        dag_id = event.asset_key.path[-1]
         if isinstance(event, dg.AssetMaterialization):
             return ["mat", dag_id, run_id, None]
         return ["check", dag_id, run_id, bool(getattr(event, "passed", False))]

@@ -18,9 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dagster as dg
 import httpx
-from adapter_common import Adapter, serve
+from adapter_common import Adapter, TaskMappings, serve, task_of_key, task_specs
 
-from dagster_airpeer import AirflowBasicAuthBackend, AirflowInstance, build_defs_from_airflow_instance
+from dagster_airpeer import (
+    AirflowBasicAuthBackend,
+    AirflowInstance,
+    assets_with_task_mappings,
+    build_defs_from_airflow_instance,
+)
 
 #: Airflow 2's login form accepts 5 logins per 40 s from one client: one build (one login) per 8.5 s.
 LOGIN_SPACING_S = 8.5
@@ -64,7 +69,12 @@ class AirpeerAdapter(Adapter):
         self._last_build = time.monotonic()
 
     def build_defs(
-        self, *, show_dag_source: bool, cache_dir: Path | None, history_from: float
+        self,
+        *,
+        show_dag_source: bool,
+        cache_dir: Path | None,
+        history_from: float,
+        task_mappings: TaskMappings | None = None,
     ) -> dg.Definitions:
         # A new AirflowInstance per build, as after a code location reload (a new process): nothing is reused
         # in memory, only what airpeer persisted in cache_dir.
@@ -80,6 +90,7 @@ class AirpeerAdapter(Adapter):
             lookback=timedelta(seconds=max(60.0, time.time() - history_from)),
             show_dag_source=show_dag_source,
             snapshot_dir=cache_dir if cache_dir is not None else self.scratch,
+            defs=_mapped_defs(task_mappings),
         )
 
     def build_live_defs(self, *, history_from: float, sensor_interval_s: int | None) -> dg.Definitions:
@@ -115,6 +126,18 @@ class AirpeerAdapter(Adapter):
 
     def identify(self, event: Any) -> list[Any]:
         metadata = event.metadata
+        task = task_of_key(event.asset_key)
+        if task is not None:
+            # What airpeer puts on a task's materialization must name the task the asset is mapped to.
+            dag_id, task_id = task
+            run_id = _value(metadata.get("airflow/run_id"))
+            ok = (
+                _value(metadata.get("airflow/dag_id")) == dag_id
+                and _value(metadata.get("airflow/task_id")) == task_id
+                and run_id is not None
+                and "airflow/map_index" in metadata
+            )
+            return ["task", dag_id, run_id, task_id, ok]
         dag_id = _value(metadata.get("airflow/dag_id")) or event.asset_key.path[-1]
         run_id = _value(metadata.get("airflow/run_id"))
         if isinstance(event, dg.AssetMaterialization):
@@ -133,6 +156,16 @@ class AirpeerAdapter(Adapter):
             # Where the code measured was imported from (the checkout, or a commit's sources on PYTHONPATH).
             "module": str(Path(dagster_airpeer.__file__).parent),
         }
+
+
+def _mapped_defs(task_mappings: TaskMappings | None) -> dg.Definitions | None:
+    """The user's definitions of the observe cases: each task's asset, mapped with airpeer's own API."""
+    if task_mappings is None:
+        return None
+    assets: list[Any] = []
+    for dag_id, by_task in task_specs(task_mappings).items():
+        assets += assets_with_task_mappings(dag_id=dag_id, task_mappings=by_task)
+    return dg.Definitions(assets=assets)
 
 
 def _value(item: Any) -> Any:

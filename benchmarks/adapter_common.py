@@ -34,6 +34,37 @@ from typing import Any, TextIO
 
 import dagster as dg
 
+#: The observe cases' task mappings, as the orchestrator sends them: ``{"dag_ids": [...], "task_ids": [...]}``
+#: (every listed task of every listed DAG builds one asset).
+TaskMappings = dict[str, list[str]]
+#: First part of the key of every task-mapped asset: ``bench_task/<dag_id>/<task_id>``.
+TASK_ASSET_PREFIX = "bench_task"
+
+
+def task_specs(task_mappings: TaskMappings) -> dict[str, dict[str, list[dg.AssetSpec]]]:
+    """``{dag_id: {task_id: [spec]}}``: one asset per task, each depending on its DAG's previous task's asset.
+
+    Each library passes every DAG's dict to its own ``assets_with_task_mappings(dag_id, task_mappings=...)``.
+    """
+    out: dict[str, dict[str, list[dg.AssetSpec]]] = {}
+    for dag_id in task_mappings["dag_ids"]:
+        by_task: dict[str, list[dg.AssetSpec]] = {}
+        previous: dg.AssetKey | None = None
+        for task_id in task_mappings["task_ids"]:
+            key = dg.AssetKey([TASK_ASSET_PREFIX, dag_id, task_id])
+            by_task[task_id] = [dg.AssetSpec(key=key, deps=[previous] if previous is not None else [])]
+            previous = key
+        out[dag_id] = by_task
+    return out
+
+
+def task_of_key(key: dg.AssetKey) -> tuple[str, str] | None:
+    """(dag_id, task_id) of a task-mapped asset's key, None for any other asset."""
+    path = key.path
+    if len(path) == 3 and path[0] == TASK_ASSET_PREFIX:
+        return path[1], path[2]
+    return None
+
 
 class Adapter:
     """One library behind the common interface. Subclasses fill in the library-specific hooks."""
@@ -60,9 +91,18 @@ class Adapter:
     # ------------------------------------------------------------------ hooks for the libraries
 
     def build_defs(
-        self, *, show_dag_source: bool, cache_dir: Path | None, history_from: float
+        self,
+        *,
+        show_dag_source: bool,
+        cache_dir: Path | None,
+        history_from: float,
+        task_mappings: TaskMappings | None = None,
     ) -> dg.Definitions:
-        """Build the library's definitions; its sensor must import runs that ended after ``history_from``."""
+        """Build the library's definitions; its sensor must import runs that ended after ``history_from``.
+
+        ``task_mappings``: also one asset per (DAG, task) named, mapped to its task with the library's own
+        ``assets_with_task_mappings`` and passed in ``defs`` (see :func:`task_specs`).
+        """
         raise NotImplementedError
 
     def record(self, method: str, path: str) -> None:
@@ -88,7 +128,12 @@ class Adapter:
         return None
 
     def identify(self, event: Any) -> list[Any]:
-        """Return ``[kind, dag_id, run_id, passed]`` of an event (kind "mat" or "check"; passed None for mats)."""
+        """Return ``[kind, dag_id, run_id, passed]`` of an event (kind "mat" or "check"; passed None for mats).
+
+        A materialization of a task-mapped asset (:func:`task_of_key`) is ``["task", dag_id, run_id, task_id,
+        metadata_ok]``: DAG and task from the asset key, the run from the event's metadata; ``metadata_ok``
+        says whether the event's own task metadata agrees (None: the library puts none on it).
+        """
         raise NotImplementedError
 
     def watermark(self, cursor: str | None) -> float | None:
@@ -113,11 +158,13 @@ class Adapter:
         return {"library": self.library, "versions": self.versions()}
 
     def cmd_load(self, show_dag_source: bool, repeats: int, cache_dir: str | None = None,
-                 fresh_cache_each: bool = False) -> dict[str, Any]:  # fmt: skip
+                 fresh_cache_each: bool = False,
+                 task_mappings: TaskMappings | None = None) -> dict[str, Any]:  # fmt: skip
         """Build the definitions ``repeats`` times; each build is timed and its requests counted.
 
         ``cache_dir`` is passed to libraries that persist state between loads (a reload reuses it);
-        ``fresh_cache_each`` empties it before every build (every build is then a first load).
+        ``fresh_cache_each`` empties it before every build (every build is then a first load);
+        ``task_mappings``: definitions with an asset mapped to each of those tasks (the observe stage).
         """
         walls: list[float] = []
         cpus: list[float] = []
@@ -137,7 +184,10 @@ class Adapter:
             cpu0 = time.process_time()
             started = time.perf_counter()
             defs = self.build_defs(
-                show_dag_source=show_dag_source, cache_dir=target, history_from=time.time()
+                show_dag_source=show_dag_source,
+                cache_dir=target,
+                history_from=time.time(),
+                task_mappings=task_mappings,
             )
             # Resolving the repository is what a code server does right after importing the module.
             repo = defs.get_repository_def()
@@ -146,14 +196,17 @@ class Adapter:
             delta = self.requests_snapshot() - before
             requests.append(sum(delta.values()))
             endpoints.append(dict(delta))
-            assets = len(list(repo.asset_graph.get_all_asset_keys()))
+            keys = list(repo.asset_graph.get_all_asset_keys())
+            assets = len(keys)
+            task_assets = sum(1 for key in keys if task_of_key(key) is not None)
             with_source = _count_assets_with_source(repo)
         return {"wall_s": walls, "cpu_s": cpus, "requests": requests, "endpoints": endpoints,
-                "assets": assets, "assets_with_source": with_source}  # fmt: skip
+                "assets": assets, "task_assets": task_assets, "assets_with_source": with_source}  # fmt: skip
 
     def cmd_sensor(self, history_from: float, deadline_s: float, max_ticks: int = 10_000,
                    profile_path: str | None = None, emit: Callable[[dict[str, Any]], None] | None = None,
-                   store: bool = False, store_budget_s: float | None = None) -> dict[str, Any]:  # fmt: skip
+                   store: bool = False, store_budget_s: float | None = None,
+                   task_mappings: TaskMappings | None = None) -> dict[str, Any]:  # fmt: skip
         """Tick the sensor from ``history_from`` until a tick emits nothing (caught up), or the deadline.
 
         Definitions are built first (not timed). Every tick reports wall and CPU time, requests and events as
@@ -166,6 +219,8 @@ class Adapter:
         Without it the context holds an ephemeral instance and nothing is stored. ``store_budget_s`` bounds the
         storing of the whole run (SQLite on a busy shared disk can take 10x longer per event): past it, the
         tick's remaining events are counted as not stored, and the report extrapolates their time.
+
+        ``task_mappings``: the definitions map an asset to each of those tasks (see :meth:`cmd_load`).
         """
         self._store_budget = store_budget_s
         self._store_spent = 0.0
@@ -173,7 +228,7 @@ class Adapter:
             instance = stack.enter_context(_sqlite_instance()) if store else dg.DagsterInstance.ephemeral()
             try:
                 return self._sensor_run(
-                    instance, store, history_from, deadline_s, max_ticks, profile_path, emit
+                    instance, store, history_from, deadline_s, max_ticks, profile_path, emit, task_mappings
                 )
             finally:
                 if store:
@@ -182,9 +237,11 @@ class Adapter:
 
     def _sensor_run(self, instance: dg.DagsterInstance, store: bool, history_from: float, deadline_s: float,
                     max_ticks: int, profile_path: str | None, emit: Callable[[dict[str, Any]], None] | None,
-                    ) -> dict[str, Any]:  # fmt: skip
+                    task_mappings: TaskMappings | None = None) -> dict[str, Any]:  # fmt: skip
         self.before_build()
-        defs = self.build_defs(show_dag_source=False, cache_dir=None, history_from=history_from)
+        defs = self.build_defs(
+            show_dag_source=False, cache_dir=None, history_from=history_from, task_mappings=task_mappings
+        )
         repo = defs.get_repository_def()
         sensors = list(repo.sensor_defs)
         if len(sensors) != 1:

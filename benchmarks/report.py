@@ -228,6 +228,17 @@ def _header(results: dict[str, Any]) -> list[str]:
         "and it trails the clock by at least the late-commit window by design: a stall shows as a lag growing "
         "past it), runs still waiting after it, and the longest wait from commit to event. Events are checked "
         "against the seeded runs, not stored.",
+        "- Observe (task mappings, issue 10): every task of every DAG is mapped to one asset "
+        "(`bench_task/<dag>/<task>`), each library through its own `assets_with_task_mappings`, passed in "
+        "`build_defs_from_airflow_instance(defs=...)`. The load with mappings is timed like the metadata load. The "
+        "sensor case seeds K runs and their 3K task instances (successful except the last task of a failed run; "
+        "end dates inside the run), written out by the seeder as the ground truth; each sensor ticks until caught "
+        "up, and every task materialization is matched on (asset key, run id) against the successful seeded task "
+        "instances (lost, doubled, unexpected); airpeer's `airflow/dag_id`, `airflow/task_id`, `airflow/run_id`, "
+        "`airflow/map_index` metadata is checked too. dagster-airlift reads task instances of successful runs only, "
+        "so the successful tasks of failed runs are not expected from it. Requests are split per tick into "
+        "task-instance requests (`taskInstances` endpoints) and the others. Both sensors evaluate only (no storing); "
+        "dagster-airlift runs once, under the case's time cap.",
         "",
     ]
     return lines
@@ -944,9 +955,23 @@ def _targets(results: dict[str, Any]) -> list[str]:
                     _verdict(_live_verdict(live), _live_caveat(live)),
                 ]
             )
+        rows += _mapped_targets(stack, where, bool(results.get("tiny")))
     # Exactly-once over every airpeer run of every case.
     total_runs = lost = doubled = bad = 0
+    task_runs = task_lost = task_doubled = task_bad = 0
     for stack in stacks:
+        # The observe case: its runs count like any sensor run's, and its task materializations apart.
+        mapped = ((stack.get("mapped_sensor") or {}).get("results") or {}).get("airpeer") or {}
+        for run in mapped.get("runs", []):
+            if "check" in run and "task_check" in run:
+                total_runs += 1
+                lost += run["check"]["lost"]
+                doubled += run["check"]["doubled"]
+                bad += run["check"]["unexpected"] + run["check"]["wrong_check_outcome"]
+                task_runs += 1
+                task_lost += run["task_check"]["lost"]
+                task_doubled += run["task_check"]["doubled"]
+                task_bad += run["task_check"]["unexpected"] + run["task_check"]["metadata_wrong"]
         # A live case stopped at its cap has runs not yet delivered: its own row reports them, not this one.
         if stack.get("live") and stack["live"]["finished"]:
             total_runs += 1
@@ -965,8 +990,20 @@ def _targets(results: dict[str, Any]) -> list[str]:
         [
             "every case, every airpeer sensor run",
             "0 lost, 0 doubled",
-            f"{lost} lost, {doubled} doubled, {bad} unexpected/wrong over {total_runs} sensor runs",
-            _verdict(lost == 0 and doubled == 0 and bad == 0 and total_runs > 0),
+            f"{lost} lost, {doubled} doubled, {bad} unexpected/wrong over {total_runs} sensor runs"
+            + (
+                f"; task materializations: {task_lost} lost, {task_doubled} doubled, {task_bad} unexpected/wrong "
+                f"over the {task_runs} runs with task mappings"
+                if task_runs
+                else ""
+            ),
+            _verdict(
+                lost == 0
+                and doubled == 0
+                and bad == 0
+                and task_lost == task_doubled == task_bad == 0
+                and total_runs > 0
+            ),
         ]
     )
     lines = ["## Targets (airpeer)", ""]
@@ -976,6 +1013,312 @@ def _targets(results: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines + _table(["case", "target", "measured (airpeer vs dagster-airlift)", "verdict"], rows)
+
+
+# ---------------------------------------------------------------------------------------------- observe
+
+
+def _median_index(load: dict[str, Any]) -> int:
+    walls = load["wall_s"]
+    return sorted(range(len(walls)), key=lambda i: walls[i])[len(walls) // 2]
+
+
+def _split_task_lists(load: dict[str, Any]) -> tuple[int, int]:
+    """(task-list requests, other requests) of a load's median build."""
+    endpoints = (load.get("endpoints") or [{}])[_median_index(load)]
+    tasks = sum(n for e, n in endpoints.items() if e.endswith("/tasks"))
+    return tasks, sum(endpoints.values()) - tasks
+
+
+def _mapped_load(stack: dict[str, Any]) -> list[str]:
+    loads = stack.get("mapped_loads") or {}
+    libs = [lib for lib in stack["libraries"] if lib in loads]
+    if not libs:
+        return []
+    both = "airlift" in libs and "airpeer" in libs
+    header = ["", *(LABEL[lib] for lib in libs), *(["dagster-airlift / airpeer"] if both else [])]
+
+    def row(name: str, cells: dict[str, str], ratio: str = "") -> list[str]:
+        return [name, *(cells.get(lib, "") for lib in libs), *([ratio] if both else [])]
+
+    done = {lib: loads[lib] for lib in libs if not loads[lib].get("dnf")}
+    rows = [
+        row(
+            "wall time",
+            {lib: _load_cell(loads[lib]) for lib in libs},
+            _ratio(_load_wall(loads.get("airlift")), _load_wall(loads.get("airpeer"))),
+        ),
+        row("CPU time of the loading process", {lib: _s(_median(d["cpu_s"])) for lib, d in done.items()}),
+        row("HTTP requests", {lib: _load_requests(loads[lib]) for lib in libs}),
+        row(
+            "of which task lists (one per mapped DAG) / other",
+            {lib: "{} / {}".format(*_split_task_lists(d)) for lib, d in done.items()},
+        ),
+        row(
+            "assets (of which mapped to a task)",
+            {lib: f"{d.get('assets', '')} ({d.get('task_assets', '')})" for lib, d in done.items()},
+        ),
+        row(
+            "load average after",
+            {lib: ", ".join(f"{x:.2f}" for x in loads[lib].get("loadavg", [])) for lib in libs},
+        ),
+    ]
+    n = stack["dags"]
+    return [
+        f"#### Load with task mappings, N={n} DAGs, every task mapped to an asset",
+        "",
+        f"Each library's own `assets_with_task_mappings` maps the {n * 3} tasks to one asset each "
+        "(`bench_task/<dag>/<task>`), passed in `build_defs_from_airflow_instance(defs=dg.Definitions(assets=...))`.",
+        "",
+        *_table(header, rows),
+    ]
+
+
+def _mapped_run_cell(result: dict[str, Any], run: dict[str, Any] | None) -> str:
+    if run is None:
+        return "not run"
+    if run.get("dnf"):
+        return (
+            f"did not finish in {run['cap_s']:.0f} s ({run['events']} events in {run['ticks']} finished ticks "
+            "by then)"
+        )
+    totals = [r["total_s"] for r in result["runs"]]
+    return _s(run["total_s"]) + (
+        f" (median of {len(totals)}: {', '.join(_s(t) for t in sorted(totals))})" if len(totals) > 1 else ""
+    )
+
+
+def _longest_tick(run: dict[str, Any] | None) -> tuple[float | None, bool]:
+    if run is None:
+        return None, False
+    if run.get("dnf"):
+        # The tick in progress at the cap had already run for at least what the cap left it.
+        return max(run["max_tick_s"], run["cap_s"] - run["total_s"]), True
+    return float(run["max_tick_s"]), False
+
+
+def _ticks_text(values: list[int]) -> str:
+    return f"; per tick: {' + '.join(map(str, values))}" if len(values) > 1 else ""
+
+
+def _mapped_sensor(stack: dict[str, Any]) -> list[str]:
+    case = stack.get("mapped_sensor")
+    if not case:
+        return []
+    res = case["results"]
+    libs = [lib for lib in stack["libraries"] if lib in res]
+    both = "airlift" in libs and "airpeer" in libs
+    header = ["", *(LABEL[lib] for lib in libs), *(["dagster-airlift / airpeer"] if both else [])]
+    runs = {lib: _median_run(res.get(lib)) for lib in libs}
+    done = {lib: run for lib, run in runs.items() if run is not None and "task_check" in run}
+
+    def row(name: str, cells: dict[str, str], ratio: str = "") -> list[str]:
+        return [name, *(cells.get(lib, "") for lib in libs), *([ratio] if both else [])]
+
+    a_total, a_dnf = _sensor_total(res.get("airlift")) if both else (None, False)
+    p_total, _ = _sensor_total(res.get("airpeer"))
+    a_long, a_long_dnf = _longest_tick(runs.get("airlift")) if both else (None, False)
+    p_long, _ = _longest_tick(runs.get("airpeer"))
+    rows = [
+        row(
+            "sensor evaluation time, all ticks",
+            {lib: _mapped_run_cell(res[lib], runs[lib]) for lib in libs},
+            _ratio(a_total, p_total, a_dnf),
+        ),
+        row("ticks until caught up", {lib: str(run["ticks"]) for lib, run in done.items()}),
+        row(
+            "longest tick",
+            {
+                lib: (f"> {_s(v)} (unfinished at the cap)" if dnf else _s(v))
+                for lib in libs
+                for v, dnf in [_longest_tick(runs[lib])]
+                if v is not None
+            },
+            _ratio(a_long, p_long, a_long_dnf),
+        ),
+        row("CPU time of the sensor process", {lib: _s(run["cpu_s"]) for lib, run in done.items()}),
+        row(
+            "HTTP requests",
+            {
+                lib: f"{run['requests']} ({_endpoints(run['endpoints'])})"
+                for lib, run in runs.items()
+                if run is not None
+            },
+        ),
+        row(
+            "task-instance requests",
+            {
+                lib: f"{run['task_instance_requests']}{_ticks_text(run['tick_task_instance_requests'])}"
+                + (" (finished ticks only)" if run.get("dnf") else "")
+                for lib, run in runs.items()
+                if run is not None and "task_instance_requests" in run
+            },
+        ),
+        row(
+            "other requests (run lists, logins)",
+            {
+                lib: f"{sum(run['tick_other_requests'])}{_ticks_text(run['tick_other_requests'])}"
+                for lib, run in runs.items()
+                if run is not None and "tick_other_requests" in run
+            },
+        ),
+        row(
+            "task materializations / expected",
+            {
+                lib: f"{run['task_check']['materializations']} / {run['task_check']['expected']}"
+                + (
+                    f" (+ {run['task_check']['not_read_by_design']} successful tasks of failed runs, not read "
+                    "by design)"
+                    if run["task_check"]["not_read_by_design"]
+                    else ""
+                )
+                for lib, run in done.items()
+            },
+        ),
+        row(
+            "task materializations lost / doubled / unexpected",
+            {
+                lib: "{lost} / {doubled} / {unexpected}".format(**run["task_check"])
+                for lib, run in done.items()
+            },
+        ),
+        row(
+            "task materializations whose task metadata is wrong",
+            {
+                lib: str(run["task_check"]["metadata_wrong"]) if lib == "airpeer" else "n/a (none carried)"
+                for lib, run in done.items()
+            },
+        ),
+        row(
+            "DAG runs reported / seeded; lost / doubled",
+            {
+                lib: f"{run['check']['runs_reported']} / {run['check']['seeded_runs']}; "
+                f"{run['check']['lost']} / {run['check']['doubled']}"
+                for lib, run in done.items()
+            },
+        ),
+    ]
+    idle = {lib: res[lib]["idle"] for lib in libs if res[lib].get("idle")}
+    if idle:
+        rows.append(
+            row(
+                "idle tick, nothing new (median)",
+                {
+                    lib: f"{_s(_median(t['wall_s'] for t in ticks))}; requests per tick: "
+                    f"{_median(t['requests'] for t in ticks):.0f} ({_endpoints(ticks[0].get('endpoints'))})"
+                    for lib, ticks in idle.items()
+                },
+            )
+        )
+    seed = case["seed"]
+    any_check = next(iter(done.values()), None)
+    successful = any_check["task_check"]["successful_task_instances"] if any_check else None
+    return [
+        f"#### Sensor with task mappings, N={stack['dags']} DAGs, {case['label']}",
+        "",
+        f"Seeded {seed['runs']} runs and {seed['task_instances']} task instances"
+        + (f" ({successful} of them successful)" if successful is not None else "")
+        + f" in {_s(seed['wall_s'])}; every task of every DAG mapped to one asset. Every task materialization is "
+        "matched on (asset key, run id) against the seeded task instances. Load average before: "
+        + ", ".join(f"{x:.2f}" for x in case.get("loadavg_before", []))
+        + "; after: "
+        + ", ".join(f"{x:.2f}" for x in case.get("loadavg_after", []))
+        + ".",
+        "",
+        *_table(header, rows),
+    ]
+
+
+def _mapped_targets(stack: dict[str, Any], where: str, tiny: bool) -> list[list[str]]:
+    rows: list[list[str]] = []
+    n = stack["dags"]
+    loads = stack.get("mapped_loads") or {}
+    p_load = loads.get("airpeer")
+    if p_load and (n >= 1000 or tiny):
+        p, a = _load_wall(p_load), _load_wall(loads.get("airlift"))
+        a_dnf = bool((loads.get("airlift") or {}).get("dnf"))
+        if a_dnf:
+            a = loads["airlift"]["cap_s"]
+        tasks, other = _split_task_lists(p_load) if not p_load.get("dnf") else (0, 0)
+        measured = f"{_s(p)}" + (
+            f" vs {_s(a)}{' (did not finish)' if a_dnf else ''}: {_ratio(a, p, a_dnf)}" if a else ""
+        )
+        measured += f"; {tasks} task-list + {other} other requests"
+        rows.append(
+            [
+                f"load with task mappings ({where})",
+                ">= 10x faster than dagster-airlift" if "airlift" in loads else "none (airpeer alone)",
+                measured,
+                _verdict(p is not None and a / p >= 10) if a is not None and p else "informational",
+            ]
+        )
+    case = stack.get("mapped_sensor")
+    res = (case or {}).get("results") or {}
+    p_run = _median_run(res.get("airpeer"))
+    if case is None or p_run is None:
+        return rows
+    k = case["case"]["runs"]
+    name = f"sensor with task mappings ({where}, {case['label']})"
+    p_total, _ = _sensor_total(res.get("airpeer"))
+    a_total, a_dnf = _sensor_total(res.get("airlift")) if "airlift" in res else (None, False)
+    tc = p_run.get("task_check")
+    check = p_run.get("check")
+    if (n == 100 and k == 1000) or (tiny and "airlift" in res):
+        ti = p_run["task_instance_requests"]
+        seeded = tc["seeded_task_instances"] if tc else 0
+        run_pages = sum(
+            n for e, n in p_run["endpoints"].items() if "dagRuns" in e and "taskInstances" not in e
+        )
+        # Growing with pages: at most a page per 100 task instances, plus one per page of runs and per tick.
+        bound = -(-seeded // 100) + run_pages + p_run["ticks"]
+        a_ti = (_median_run(res.get("airlift")) or {}).get("task_instance_requests")
+        rows.append(
+            [
+                name,
+                ">= 20x faster than dagster-airlift; task-instance requests grow with pages, never with runs",
+                f"{_s(p_total)} vs {_s(a_total)}{' (did not finish)' if a_dnf else ''}: {_ratio(a_total, p_total, a_dnf)}; "
+                f"{ti} task-instance requests for {seeded} task instances of {k} runs (at most {bound}: "
+                f"{-(-seeded // 100)} pages of 100, + {run_pages} run pages + {p_run['ticks']} ticks)"
+                + (f", dagster-airlift {a_ti}" if a_ti is not None else ""),
+                _verdict(
+                    None if a_total is None or p_total is None else a_total / p_total >= 20 and ti <= bound
+                ),
+            ]
+        )
+    if (n == 1000 and k == 10_000) or tiny:
+        ok = (
+            tc is not None
+            and check is not None
+            and p_run["caught_up"]
+            and p_run["max_tick_s"] <= 10
+            and tc["lost"] == tc["doubled"] == tc["unexpected"] == 0
+            and check["lost"] == check["doubled"] == 0
+        )
+        a_run = _median_run(res.get("airlift"))
+        airlift = ""
+        if a_run is not None:
+            airlift = (
+                f"; dagster-airlift did not finish in {a_run['cap_s']:.0f} s ({a_run['ticks']} ticks finished)"
+                if a_run.get("dnf")
+                else f"; dagster-airlift {_s(a_total)}"
+            )
+        rows.append(
+            [
+                name,
+                "no tick over 10 s, all ingested, 0 lost, 0 doubled",
+                f"longest tick {_s(p_run['max_tick_s'])} over {p_run['ticks']} ticks; "
+                + (
+                    f"{tc['materializations']} of {tc['expected']} task materializations, {tc['lost']} lost, "
+                    f"{tc['doubled']} doubled, {tc['unexpected']} unexpected; runs {check['lost']} lost, "
+                    f"{check['doubled']} doubled"
+                    if tc is not None and check is not None
+                    else "did not finish"
+                )
+                + airlift,
+                _verdict(ok),
+            ]
+        )
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- profile
@@ -1071,6 +1414,8 @@ def render(results: dict[str, Any]) -> str:
         for case in stack.get("sensors", []):
             lines += _sensor_case(stack, case)
         lines += _live(stack)
+        lines += _mapped_load(stack)
+        lines += _mapped_sensor(stack)
     lines += _profiles(results)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -9,7 +9,10 @@ airpeer's own figures) it writes N DAG files, starts Airflow on 127.0.0.1, and r
 * idle ticks once caught up, then the same sensor run end to end (each tick's events stored in a real SQLite
   DagsterInstance, as Dagster's daemon stores them), and a profile of airpeer's sensor;
 * live (airpeer): runs committed into Airflow as they end, tens of thousands over minutes, while the sensor
-  ticks at its own interval with its default settings: per tick what was delivered and how far behind it is.
+  ticks at its own interval with its default settings: per tick what was delivered and how far behind it is;
+* observe (issue 10): the definitions with an asset mapped to every task of every DAG, each library through
+  its own ``assets_with_task_mappings`` (mapped loads), and the sensor over seeded runs and task instances,
+  every task materialization checked against the seeded task instances (mapped sensors).
 
 Results go to ``WORK/results.json`` and the report (BENCHMARKS.md) is rendered from it by
 :mod:`benchmarks.report`. dagster-airlift gets a time cap per command and is reported as "did not finish"
@@ -89,6 +92,22 @@ class LiveCase:
 
 
 @dataclass(frozen=True)
+class MappedSensorCase:
+    """Observe: K runs seeded over the plan's DAGs, every task of every DAG mapped to one asset.
+
+    ``airlift_cap_s``: dagster-airlift's time cap for this case (the run-wide cap when None).
+    """
+
+    runs: int
+    airlift: bool = True
+    airlift_cap_s: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"K={self.runs}, {len(TASK_IDS)} mapped tasks per DAG"
+
+
+@dataclass(frozen=True)
 class StackPlan:
     """One Airflow with N DAG files and the cases run against it."""
 
@@ -99,10 +118,13 @@ class StackPlan:
     latency: bool = False
     sensors: tuple[SensorCase, ...] = ()
     live: LiveCase | None = None
+    #: Observe (issue 10): a load with every task mapped, and a sensor case with task materializations.
+    mapped_load: bool = False
+    mapped_sensor: MappedSensorCase | None = None
 
 
 #: Parts of a plan `--cases` can select.
-CASE_KINDS = ("loads", "sensors", "live")
+CASE_KINDS = ("loads", "sensors", "live", "mapped_loads", "mapped_sensors")
 
 
 @dataclass(frozen=True)
@@ -115,6 +137,11 @@ class Settings:
     latency_samples: int
     airlift_cap_s: float
     airpeer_cap_s: float
+    #: Observe cases: builds per mapped load (airpeer, dagster-airlift), airpeer's sensor runs, idle ticks after.
+    mapped_load_repeats: int = 3
+    airlift_mapped_load_repeats: int = 1
+    mapped_sensor_repeats: int = 3
+    mapped_idle_ticks: int = 2
     #: Storing time allowed to one end-to-end run; past it the rest is extrapolated (see cmd_sensor).
     store_budget_s: float = 150.0
     plans: tuple[StackPlan, ...] = field(default_factory=tuple)
@@ -129,7 +156,13 @@ class Settings:
 
 BOTH = ("airpeer", "airlift")
 FULL_PLANS = (
-    StackPlan(2, 100, BOTH, sensors=(SensorCase(1000), SensorCase(1000, ties=True))),
+    StackPlan(
+        2,
+        100,
+        BOTH,
+        sensors=(SensorCase(1000), SensorCase(1000, ties=True)),
+        mapped_sensor=MappedSensorCase(1000),
+    ),
     StackPlan(
         2,
         1000,
@@ -142,6 +175,9 @@ FULL_PLANS = (
             SensorCase(10_000, ties=True, airlift=False),
         ),
         live=LiveCase(50_000, 300.0),
+        mapped_load=True,
+        # dagster-airlift reads the task instances of each run one request after the other: capped.
+        mapped_sensor=MappedSensorCase(10_000, airlift_cap_s=300.0),
     ),
     StackPlan(3, 100, ("airpeer",), sensors=(SensorCase(1000), SensorCase(1000, ties=True))),
     StackPlan(
@@ -156,6 +192,8 @@ FULL_PLANS = (
             SensorCase(10_000, ties=True),
         ),
         live=LiveCase(50_000, 300.0),
+        mapped_load=True,
+        mapped_sensor=MappedSensorCase(10_000),
     ),
 )
 TINY_PLANS = (
@@ -166,6 +204,8 @@ TINY_PLANS = (
         loads=True,
         latency=True,
         sensors=(SensorCase(30, idle_after=True, profile=True), SensorCase(30, ties=True)),
+        mapped_load=True,
+        mapped_sensor=MappedSensorCase(30),
     ),
     StackPlan(
         3,
@@ -175,6 +215,8 @@ TINY_PLANS = (
         latency=True,
         sensors=(SensorCase(30, idle_after=True),),
         live=LiveCase(300, 12.0, late_share=0.02, late_max_s=4.0, interval_s=2, idle_ticks_after=1),
+        mapped_load=True,
+        mapped_sensor=MappedSensorCase(30),
     ),
 )
 
@@ -248,6 +290,56 @@ def check_events(events: list[list[Any]], manifest: Manifest, library: str) -> d
         "unexpected": len(unexpected),
         "wrong_check_outcome": wrong_outcome,
         "events": len(events),
+    }
+
+
+def check_task_events(
+    events: list[list[Any]], seeded_tis: list[list[Any]], manifest: Manifest, library: str
+) -> dict[str, Any]:
+    """Compare a sensor's task materializations with the seeded task instances: lost, doubled, unexpected.
+
+    Every task of every DAG is mapped to one asset, so an (asset key, run id) pair is a (DAG, task, run): each
+    successful task instance must give exactly one materialization of its task's asset. airpeer reports them
+    in every run that ended; dagster-airlift reads the task instances of successful runs only, so for it the
+    successful tasks of failed runs are counted apart ("not read by design"), not as lost.
+    """
+    expected = {
+        (dag, run, task) for dag, run, task, _map_index, state, _end in seeded_tis if state == "success"
+    }
+    outside = set()
+    if library != "airpeer":
+        succeeded = manifest.succeeded
+        outside = {ti for ti in expected if (ti[0], ti[1]) not in succeeded}
+    must = expected - outside
+    mats: Counter[tuple[str, str, str]] = Counter()
+    metadata_wrong = 0
+    for event in events:
+        if event[0] != "task":
+            continue
+        _, dag_id, run_id, task_id, metadata_ok = event
+        mats[(dag_id, run_id, task_id)] += 1
+        metadata_wrong += metadata_ok is False
+    return {
+        "seeded_task_instances": len(seeded_tis),
+        "successful_task_instances": len(expected),
+        "expected": len(must),
+        "not_read_by_design": len(outside),
+        "reported": len(set(mats)),
+        "materializations": sum(mats.values()),
+        "lost": len(must - set(mats)),
+        "doubled": sum(1 for n in mats.values() if n > 1),
+        "unexpected": len(set(mats) - expected),
+        "metadata_wrong": metadata_wrong,
+    }
+
+
+def task_request_split(ticks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Requests per tick for task instances (``taskInstances`` endpoints) and for everything else."""
+    per_tick = [sum(n for e, n in t.get("endpoints", {}).items() if "taskInstances" in e) for t in ticks]
+    return {
+        "task_instance_requests": sum(per_tick),
+        "tick_task_instance_requests": per_tick,
+        "tick_other_requests": [t["requests"] - n for t, n in zip(ticks, per_tick, strict=True)],
     }
 
 
@@ -329,25 +421,8 @@ class StackRun:
             ).stdout.strip()  # fmt: skip
             say(f"Airflow {self.result['airflow_version']} ready, {plan.dags} DAGs listed after "
                 f"{self.result['dags_listed_s']:.1f} s")  # fmt: skip
-            if self.settings.airpeer_after:
-                self._wait_for_airpeer_commit()
-            for library in plan.libraries:
-                env = None
-                if library == "airpeer" and self.settings.airpeer_src:
-                    # The sources of one commit, ahead of the editable install's /work/main/src on sys.path.
-                    env = {**os.environ, "PYTHONPATH": self.settings.airpeer_src}
-                adapter = AdapterProcess(
-                    library, PYTHONS[library], self.dir / f"adapter-{library}.log", env=env
-                )
-                self.adapters[library] = adapter
-                info = adapter.call("init", cap_s=300, url=stack.url, username=stack.username, major=plan.major,
-                                    password=stack.password)  # fmt: skip
-                self.result.setdefault("library_versions", {})[library] = info["versions"]
-                src = self.settings.airpeer_src
-                if library == "airpeer" and src and not info["versions"].get("module", "").startswith(src):
-                    raise RuntimeError(
-                        f"airpeer was imported from {info['versions'].get('module')}, not {src}"
-                    )
+            # Adapters start on first use (self.adapter): with --airpeer-after, airpeer's waits for its commit
+            # then, and dagster-airlift's parts of the observe cases run meanwhile.
             cases = self.settings.cases
             if plan.loads and "loads" in cases:
                 self.run_loads()
@@ -356,12 +431,35 @@ class StackRun:
                     self.run_sensor_case(case, measure_latency=plan.latency and index == 0)
             if plan.live is not None and "live" in cases and "airpeer" in plan.libraries:
                 self.run_live_case(plan.live)
+            self.run_mapped()
         finally:
             for adapter in self.adapters.values():
                 adapter.close()
             stack.stop()
             say(f"Airflow {stack.version_label} stopped")
         return self.result
+
+    def adapter(self, library: str) -> AdapterProcess:
+        """The library's adapter, started and initialised on first use (airpeer's after --airpeer-after's wait)."""
+        if library in self.adapters:
+            return self.adapters[library]
+        stack = self.stack
+        assert stack is not None
+        if library == "airpeer" and self.settings.airpeer_after:
+            self._wait_for_airpeer_commit()
+        env = None
+        if library == "airpeer" and self.settings.airpeer_src:
+            # The sources of one commit, ahead of the editable install's /work/main/src on sys.path.
+            env = {**os.environ, "PYTHONPATH": self.settings.airpeer_src}
+        adapter = AdapterProcess(library, PYTHONS[library], self.dir / f"adapter-{library}.log", env=env)
+        self.adapters[library] = adapter
+        info = adapter.call("init", cap_s=300, url=stack.url, username=stack.username, major=self.plan.major,
+                            password=stack.password)  # fmt: skip
+        self.result.setdefault("library_versions", {})[library] = info["versions"]
+        src = self.settings.airpeer_src
+        if library == "airpeer" and src and not info["versions"].get("module", "").startswith(src):
+            raise RuntimeError(f"airpeer was imported from {info['versions'].get('module')}, not {src}")
+        return adapter
 
     def _wait_for_airpeer_commit(self) -> None:
         """Airflow is up (its start is long at N=1000): wait for the commit to measure, then take its sources.
@@ -395,7 +493,7 @@ class StackRun:
     # -- loads ----------------------------------------------------------------------------------------------
 
     def _load(self, library: str, repeats: int, **params: Any) -> dict[str, Any]:
-        adapter = self.adapters[library]
+        adapter = self.adapter(library)
         try:
             return dict(adapter.call("load", cap_s=self.cap(library), repeats=repeats, **params))
         except AdapterTimeout as exc:
@@ -442,14 +540,20 @@ class StackRun:
 
     # -- sensors --------------------------------------------------------------------------------------------
 
-    def seed(self, case: SensorCase) -> tuple[Manifest, dict[str, Any]]:
+    def seed(
+        self, case: SensorCase | MappedSensorCase, task_instances: Path | None = None
+    ) -> tuple[Manifest, dict[str, Any]]:
+        """Seed the case's runs; ``task_instances``: also write the seeded task instances there (observe)."""
         assert self.stack is not None
-        manifest = build_manifest(self.dag_ids, case.runs, ties=case.ties)
-        path = self.dir / f"manifest-k{case.runs}{'-ties' if case.ties else ''}.json"
+        ties = isinstance(case, SensorCase) and case.ties
+        manifest = build_manifest(self.dag_ids, case.runs, ties=ties)
+        kind = "-mapped" if isinstance(case, MappedSensorCase) else "-ties" if ties else ""
+        path = self.dir / f"manifest-k{case.runs}{kind}.json"
         manifest.write(path, self.dag_ids, TASK_IDS)
+        extra = [] if task_instances is None else ["--task-instances", str(task_instances)]
         started = time.monotonic()
         done = subprocess.run(
-            [str(self.stack.python()), str(Path(__file__).with_name("seed_airflow.py")), str(path)],
+            [str(self.stack.python()), str(Path(__file__).with_name("seed_airflow.py")), str(path), *extra],
             env=self.stack.env, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
         if done.returncode != 0:
@@ -486,7 +590,7 @@ class StackRun:
         self, library: str, case: SensorCase, manifest: Manifest, history_from: float
     ) -> dict[str, Any]:
         s = self.settings
-        adapter = self.adapters[library]
+        adapter = self.adapter(library)
         repeats = s.sensor_repeats if library == "airpeer" else 1
         runs: list[dict[str, Any]] = []
         out: dict[str, Any] = {"runs": runs}
@@ -553,6 +657,98 @@ class StackRun:
                               "run": summarize_ticks(raw["ticks"])}  # fmt: skip
         return out
 
+    # -- observe: task mappings ----------------------------------------------------------------------------
+
+    def task_mappings(self) -> dict[str, list[str]]:
+        """Every task of every DAG of the plan mapped to one asset (the adapters build the specs)."""
+        return {"dag_ids": list(self.dag_ids), "task_ids": list(TASK_IDS)}
+
+    def run_mapped(self) -> None:
+        """The observe cases: the load with task mappings, then the sensor case with task materializations.
+
+        dagster-airlift's parts run first: with --airpeer-after they need no airpeer commit, and run while
+        airpeer's adapter waits for one. Both sensors read the same seeded runs and task instances.
+        """
+        plan, cases = self.plan, self.settings.cases
+        load = plan.mapped_load and "mapped_loads" in cases
+        case = plan.mapped_sensor if "mapped_sensors" in cases else None
+        if not load and case is None:
+            return
+        libraries = [lib for lib in ("airlift", "airpeer") if lib in plan.libraries]
+        if load:
+            self.result["mapped_loads"] = {}
+        entry: dict[str, Any] | None = None
+        manifest: Manifest | None = None
+        seeded_tis: list[list[Any]] = []
+        if case is not None:
+            say(f"observe: sensor with task mappings, N={plan.dags}, {case.label}: seeding")
+            tis_path = self.dir / f"seeded-task-instances-k{case.runs}.json"
+            manifest, seed_report = self.seed(case, task_instances=tis_path)
+            seeded_tis = json.loads(tis_path.read_text())
+            entry = {"case": asdict(case), "label": case.label, "seed": seed_report, "results": {},
+                     "loadavg_before": os.getloadavg()}  # fmt: skip
+            self.result["mapped_sensor"] = entry
+        for library in libraries:
+            if load:
+                say(f"observe: load with task mappings, N={plan.dags}: {library}")
+                s = self.settings
+                repeats = s.mapped_load_repeats if library == "airpeer" else s.airlift_mapped_load_repeats
+                result = self._load(
+                    library, repeats, show_dag_source=False, task_mappings=self.task_mappings()
+                )
+                result["loadavg"] = os.getloadavg()
+                self.result["mapped_loads"][library] = result
+            if case is not None and entry is not None and manifest is not None:
+                if library == "airlift" and not case.airlift:
+                    continue
+                entry["results"][library] = self.run_mapped_sensor(library, case, manifest, seeded_tis)
+                entry["loadavg_after"] = os.getloadavg()
+
+    def run_mapped_sensor(
+        self, library: str, case: MappedSensorCase, manifest: Manifest, seeded_tis: list[list[Any]]
+    ) -> dict[str, Any]:
+        """Tick the library's sensor (task mappings on) until caught up; check runs and task materializations."""
+        s = self.settings
+        adapter = self.adapter(library)
+        cap = (case.airlift_cap_s or s.airlift_cap_s) if library == "airlift" else s.airpeer_cap_s
+        repeats = s.mapped_sensor_repeats if library == "airpeer" else 1
+        history_from = manifest.start.timestamp() - START_MARGIN_S
+        runs: list[dict[str, Any]] = []
+        out: dict[str, Any] = {"runs": runs, "cap_s": cap}
+        for attempt in range(repeats):
+            say(f"  {library}: sensor run {attempt + 1}/{repeats} (task mappings)")
+            try:
+                raw = adapter.call("sensor", cap_s=cap, history_from=history_from, deadline_s=cap,
+                                   task_mappings=self.task_mappings())  # fmt: skip
+            except AdapterTimeout as exc:
+                ticks = [p["tick"] for p in exc.progress if "tick" in p]
+                summary = summarize_ticks(ticks)
+                summary.update(task_request_split(ticks))
+                summary.update(dnf=True, cap_s=cap, caught_up=False)
+                runs.append(summary)
+                out["dnf"] = True
+                say(f"  {library}: did not finish in {cap:.0f} s ({summary['events']} events in "
+                    f"{summary['ticks']} finished ticks)")  # fmt: skip
+                return out
+            summary = summarize_ticks(raw["ticks"])
+            summary.update(task_request_split(raw["ticks"]))
+            summary["caught_up"] = raw["caught_up"]
+            run_events = [e for e in raw["events"] if e[0] != "task"]
+            summary["check"] = check_events(run_events, manifest, library)
+            summary["task_check"] = check_task_events(raw["events"], seeded_tis, manifest, library)
+            runs.append(summary)
+            tc = summary["task_check"]
+            say(f"  {library}: {summary['ticks']} ticks, {summary['total_s']:.2f} s, {summary['requests']} requests "
+                f"({summary['task_instance_requests']} for task instances), {tc['materializations']} task "
+                f"materializations, lost {tc['lost']}, doubled {tc['doubled']}, unexpected {tc['unexpected']}")  # fmt: skip
+        say(f"  {library}: {s.mapped_idle_ticks} idle ticks")
+        try:
+            idle = adapter.call("idle", cap_s=cap, ticks=s.mapped_idle_ticks)["ticks"]
+            out["idle"] = idle
+        except AdapterTimeout:
+            out["idle_dnf"] = True
+        return out
+
     # -- live ---------------------------------------------------------------------------------------------
 
     def run_live_case(self, live: LiveCase) -> None:
@@ -568,6 +764,8 @@ class StackRun:
         manifest.write(path, self.dag_ids, TASK_IDS)
         commits = self.dir / f"live-commits-{live.runs}.jsonl"
         commits.unlink(missing_ok=True)
+        # Started (and, with --airpeer-after, waited for) before the seeder: the runs are committed in real time.
+        airpeer = self.adapter("airpeer")
         interval = live.interval_s or 30
         # At least a minute of slack past the last commit: a loaded machine seeds slower than planned, and a
         # tiny case (2 s ticks) would otherwise stop one tick short of the quiet ticks that end it.
@@ -580,7 +778,7 @@ class StackRun:
                 env=self.stack.env, stdout=seeder_log, stderr=subprocess.STDOUT,
             )  # fmt: skip
             try:
-                raw = self.adapters["airpeer"].call(
+                raw = airpeer.call(
                     "live", cap_s=stop_after + 120, history_from=manifest.start.timestamp() - START_MARGIN_S,
                     expected_runs=live.runs, commits_path=str(commits), stop_after_s=stop_after,
                     idle_ticks_after=live.idle_ticks_after, sensor_interval_s=live.interval_s,
@@ -719,6 +917,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
         return Settings(
             tiny=True, load_repeats=2, airlift_load_repeats=1, sensor_repeats=1, idle_ticks=3,
             latency_samples=5, airlift_cap_s=args.airlift_cap or 180, airpeer_cap_s=180, store_budget_s=60.0,
+            mapped_load_repeats=1, airlift_mapped_load_repeats=1, mapped_sensor_repeats=1, mapped_idle_ticks=1,
             plans=TINY_PLANS, cases=cases,
         )  # fmt: skip
     return Settings(
@@ -855,7 +1054,7 @@ def combine_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 continue
             # The same plan in a later run (other parts of it): what that run measured replaces the earlier.
             merged = by_plan[plan]
-            for part in ("loads", "latency", "live"):
+            for part in ("loads", "latency", "live", "mapped_loads", "mapped_sensor"):
                 if stack.get(part):
                     merged[part] = stack[part]
             cases = {case["label"]: case for case in merged.get("sensors", [])}

@@ -2,7 +2,7 @@
 
 Run with the interpreter of the Airflow under test and that instance's environment (``AIRFLOW_HOME``...)::
 
-    python seed_airflow.py MANIFEST.json
+    python seed_airflow.py MANIFEST.json [--task-instances SEEDED.json]
     python seed_airflow.py --live MANIFEST.json COMMITS.jsonl
 
 MANIFEST.json is written by :meth:`benchmarks.manifest.Manifest.write`. Every existing run of the listed DAGs
@@ -14,6 +14,9 @@ Airflow 2.11 and 3.3: columns a version lacks are left out, column defaults fill
 has come are inserted in one transaction, their ``updated_at`` set to that moment (what Airflow's own commit
 does). One JSON line per batch goes to COMMITS.jsonl (commit time, manifest indices); the last line says
 ``{"done": true}``. The seeder stops by itself once every run is in.
+
+``--task-instances SEEDED.json``: also write every task instance inserted, as ``[dag_id, run_id, task_id,
+map_index, state, end_date]`` rows: the ground truth the observe cases check task materializations against.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ def _rows(entry: list[str], task_ids: list[str], run_columns: set[str], ti_colum
     return {k: v for k, v in row.items() if k in run_columns}, tis
 
 
-def main(manifest_path: str, live_log: str | None = None) -> None:
+def main(manifest_path: str, live_log: str | None = None, task_instances_path: str | None = None) -> None:
     started = time.monotonic()
     from airflow import __version__ as airflow_version
     from airflow.models.dagrun import DagRun
@@ -128,6 +131,20 @@ def main(manifest_path: str, live_log: str | None = None) -> None:
         if runs:
             session.execute(run_table.insert(), runs)
             session.execute(ti_table.insert(), tis)
+    if task_instances_path is not None:
+        seeded = [
+            [
+                ti["dag_id"],
+                ti["run_id"],
+                ti["task_id"],
+                ti["map_index"],
+                ti["state"],
+                ti["end_date"].isoformat(),
+            ]
+            for ti in tis
+        ]
+        with open(task_instances_path, "w") as handle:
+            json.dump(seeded, handle)
     elapsed = time.monotonic() - started
     print(json.dumps({"airflow": airflow_version, "runs": len(runs), "task_instances": len(tis),
                       "seconds": round(elapsed, 3)}))  # fmt: skip
@@ -185,5 +202,7 @@ def _live(entries: list[list[str]], task_ids: list[str], run_columns: set[str], 
 if __name__ == "__main__":
     if sys.argv[1] == "--live":
         main(sys.argv[2], live_log=sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[2] == "--task-instances":
+        main(sys.argv[1], task_instances_path=sys.argv[3])
     else:
         main(sys.argv[1])

@@ -8,7 +8,8 @@
 #                     report in .work/bench-tiny
 #
 # BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--only 2:1000 --airlift-cap 900".
-#   --only 3:1000          plans (Airflow major:DAGs); --cases sensors,live  parts of each plan (loads, sensors, live)
+#   --only 3:1000          plans (Airflow major:DAGs); --cases sensors,live  parts of each plan (loads, sensors, live,
+#                          mapped_loads, mapped_sensors: the observe cases, every task mapped to an asset)
 #   --airpeer-commit SHA   measure airpeer as of that commit (its src/ via git archive), not the working tree
 # A run of some plans or parts only keeps, in BENCHMARKS.md, what it did not re-run, marked with its run.
 # dagster-airlift pins its own dagster, so it gets its own venv (.venvs/airlift); uv resolves it.

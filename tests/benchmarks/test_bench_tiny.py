@@ -1,9 +1,10 @@
 """The benchmark harness, run once end to end at tiny size so that `make bench` cannot rot.
 
 Runs ``python -m benchmarks --tiny`` exactly as ``make bench-tiny`` does: a real Airflow 2.11 with airpeer and
-dagster-airlift side by side, then a real Airflow 3.3 with airpeer, 5 DAGs and 30 seeded runs, and a live case
-(300 runs committed as they end over 12 s while the sensor ticks). Asserts counts only (requests, events,
-lost and doubled runs), never a time.
+dagster-airlift side by side, then a real Airflow 3.3 with airpeer, 5 DAGs and 30 seeded runs, a live case
+(300 runs committed as they end over 12 s while the sensor ticks) and the observe cases (every task mapped to
+an asset: the load, and the sensor's task materializations checked against the seeded task instances).
+Asserts counts only (requests, events, lost and doubled runs), never a time.
 """
 
 from __future__ import annotations
@@ -182,3 +183,36 @@ def test_live_case_delivers_every_committed_run_once(tiny_run: tuple[dict[str, A
     assert sum(row["delivered"] for row in live["rows"]) == live["committed"]
     assert all(row["requests"] >= 1 for row in live["rows"])
     assert "#### Live: 300 completions" in report
+
+
+def test_observe_cases_report_every_successful_task_once(tiny_run: tuple[dict[str, Any], str]) -> None:
+    results, report = tiny_run
+    for stack in results["stacks"]:
+        for library, load in stack["mapped_loads"].items():
+            (endpoints,) = load["endpoints"]
+            # 5 DAGs of 3 tasks, each task mapped to one asset; one task list per mapped DAG.
+            assert (load["assets"], load["task_assets"]) == (20, 15), library
+            assert sum(n for e, n in endpoints.items() if e.endswith("/tasks")) == 5, library
+        case = stack["mapped_sensor"]
+        for library, result in case["results"].items():
+            (run,) = result["runs"]
+            tasks, runs = run["task_check"], run["check"]
+            assert run["caught_up"], library
+            assert (tasks["lost"], tasks["doubled"], tasks["unexpected"], tasks["metadata_wrong"]) == (
+                0,
+                0,
+                0,
+                0,
+            ), library
+            assert tasks["materializations"] == tasks["expected"] > 0, library
+            assert (runs["lost"], runs["doubled"]) == (0, 0), library
+        airpeer = case["results"]["airpeer"]["runs"][0]
+        # airpeer: every successful task instance of every run that ended, failed runs included; its task-instance
+        # requests follow pages of task instances (90 here), not runs (30: one request per run would be 27+).
+        assert airpeer["task_check"]["expected"] == airpeer["task_check"]["successful_task_instances"]
+        assert airpeer["task_instance_requests"] < 10
+    airlift = _stack(results, 2)["mapped_sensor"]["results"]["airlift"]["runs"][0]
+    # dagster-airlift 0.29.27 asks for the task instances of each successful run, one request each.
+    assert airlift["task_instance_requests"] == airlift["check"]["runs_reported"]
+    assert "#### Sensor with task mappings, N=5 DAGs" in report
+    assert "#### Load with task mappings, N=5 DAGs" in report

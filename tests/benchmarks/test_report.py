@@ -160,3 +160,59 @@ def test_a_later_run_of_the_same_plan_replaces_the_parts_it_measured() -> None:
              "stacks": [{"major": 3, "dags": 1000, "sensors": [], "live": {"ticks": 2}}]}  # fmt: skip
     (stack,) = combine_results([earlier, later])["stacks"]
     assert stack["live"] == {"ticks": 2} and stack["sensors"] == [{"label": "K=1000"}]
+
+
+def test_task_materializations_are_checked_against_the_seeded_task_instances() -> None:
+    from benchmarks.manifest import build_manifest
+    from benchmarks.run import check_task_events, task_request_split
+
+    manifest = build_manifest(["d1", "d2"], 20, ties=False)
+    failed = {run.run_id for run in manifest.runs if run.state == "failed"}
+    seeded = [
+        [
+            run.dag_id,
+            run.run_id,
+            task,
+            -1,
+            "failed" if run.run_id in failed and task == "load" else "success",
+            "t",
+        ]
+        for run in manifest.runs
+        for task in ("extract", "transform", "load")
+    ]
+    good = [["task", dag, run, task, True] for dag, run, task, _, state, _ in seeded if state == "success"]
+    lost_one, doubled_one = good[1:], [*good, good[0]]
+    wrong = [*good, ["task", "d1", manifest.runs[0].run_id, "nope", False]]
+    airpeer = check_task_events([["mat", "d1", "r", None], *good], seeded, manifest, "airpeer")
+    assert (airpeer["expected"], airpeer["lost"], airpeer["doubled"], airpeer["unexpected"]) == (58, 0, 0, 0)
+    assert check_task_events(lost_one, seeded, manifest, "airpeer")["lost"] == 1
+    assert check_task_events(doubled_one, seeded, manifest, "airpeer")["doubled"] == 1
+    bad = check_task_events(wrong, seeded, manifest, "airpeer")
+    assert (bad["unexpected"], bad["metadata_wrong"]) == (1, 1)
+    # dagster-airlift reads successful runs only: the successful tasks of failed runs are not expected of it.
+    in_successful = [e for e in good if e[2] not in failed]
+    airlift = check_task_events(in_successful, seeded, manifest, "airlift")
+    assert (airlift["expected"], airlift["not_read_by_design"], airlift["lost"]) == (54, 4, 0)
+    ticks = [
+        {"requests": 5, "endpoints": {"POST /api/v1/dags/~/dagRuns/list": 2, "POST /api/v1/dags/~/dagRuns/~/taskInstances/list": 3}},
+        {"requests": 1, "endpoints": {"POST /api/v1/dags/~/dagRuns/list": 1}},
+    ]  # fmt: skip
+    assert task_request_split(ticks) == {
+        "task_instance_requests": 3,
+        "tick_task_instance_requests": [3, 0],
+        "tick_other_requests": [2, 1],
+    }
+
+
+def test_a_later_run_replaces_the_observe_parts_it_measured() -> None:
+    def run(command: str, parts: dict[str, object]) -> dict[str, object]:
+        return {"command": command, "started": command, "finished": command, "airpeer_code": {"commit": "abc"},
+                "stacks": [{"major": 2, "dags": 1000, "sensors": [], **parts}]}  # fmt: skip
+
+    earlier = run(
+        "1", {"loads": {"metadata": 1}, "mapped_loads": {"airpeer": 1}, "mapped_sensor": {"label": "a"}}
+    )
+    later = run("2", {"mapped_sensor": {"label": "b"}})
+    (stack,) = combine_results([earlier, later])["stacks"]
+    assert stack["mapped_sensor"] == {"label": "b"}
+    assert stack["mapped_loads"] == {"airpeer": 1} and stack["loads"] == {"metadata": 1}
