@@ -292,6 +292,10 @@ class TaskInstanceWire(_Wire):
     try_number: int | None = None
     start_date: AwareDatetime | None = None
     end_date: AwareDatetime | None = None
+    logical_date: AwareDatetime | None = None
+    execution_date: AwareDatetime | None = None
+    operator: str | None = None
+    duration: float | None = None
 
 
 class TaskInstancesWire(_Wire):
@@ -309,6 +313,9 @@ def task_instance_from_wire(w: TaskInstanceWire) -> TaskInstance:
         try_number=w.try_number,
         start_date=w.start_date,
         end_date=w.end_date,
+        logical_date=w.logical_date or w.execution_date,
+        operator=w.operator,
+        duration=w.duration,
     )
 
 

@@ -35,7 +35,17 @@ from .errors import (
     AirflowTimeoutError,
     AirflowVersionError,
 )
-from .models import TERMINAL_RUN_STATES, Dag, DagRun, DagVersionsPage, RunsPage, Task, TaskInstance
+from .models import (
+    TERMINAL_RUN_STATES,
+    TERMINAL_TASK_STATES,
+    Dag,
+    DagRun,
+    DagVersionsPage,
+    RunsPage,
+    Task,
+    TaskInstance,
+    TaskInstancesPage,
+)
 
 __all__ = ["AirflowInstance"]
 
@@ -723,6 +733,83 @@ class AirflowInstance:
             )
 
         return self._collect(fetch, key=lambda t: (t.task_id, t.map_index))
+
+    def list_finished_task_instances(
+        self,
+        *,
+        end_date_gte: datetime,
+        end_date_lte: datetime | None = None,
+        dag_ids: Sequence[str] | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+        order_by: Literal["id", "end_date"] | None = None,
+    ) -> TaskInstancesPage:
+        """One page of task instances that ended (success or failed) in [end_date_gte, end_date_lte].
+
+        Exactly one request (`POST /api/{v}/dags/~/dagRuns/~/taskInstances/list`); the caller pages. Airflow 2
+        applies no order to this listing (its batch endpoint has no `order_by`), so pages of a result larger
+        than one page may overlap or miss rows: the task feed reads ranges that fit one page (feed/tasks.py).
+        `order_by` is sent to Airflow 3 only. A failed try that Airflow will retry is `up_for_retry`, so it is
+        not listed; the try that ends the task instance is.
+        """
+        page_limit = self._page_limit(offset, limit)
+        if isinstance(dag_ids, str):
+            raise AirflowConfigError("`dag_ids` must be a list of DAG ids, not a single string.")
+        body: dict[str, Any] = {
+            "state": list(TERMINAL_TASK_STATES),
+            "end_date_gte": _iso(end_date_gte, "end_date_gte"),
+            "page_offset": offset,
+            "page_limit": page_limit,
+        }
+        if end_date_lte is not None:
+            body["end_date_lte"] = _iso(end_date_lte, "end_date_lte")
+        if dag_ids is not None:
+            if not dag_ids:
+                # Airflow reads an empty list as "every DAG"; we mean none.
+                return TaskInstancesPage(task_instances=(), total_entries=0, server_time=self.server_time())
+            body["dag_ids"] = list(dag_ids)
+        v = self.api_version
+        if order_by is not None and v == "v2":
+            body["order_by"] = order_by
+        endpoint = f"POST /api/{v}/dags/~/dagRuns/~/taskInstances/list"
+        result = self._http.call(
+            "POST",
+            f"/api/{v}/dags/~/dagRuns/~/taskInstances/list",
+            what="the finished task instances",
+            json_body=body,
+            parse=p.parser(p.TaskInstancesWire, endpoint),
+        )
+        return TaskInstancesPage.model_construct(
+            task_instances=tuple(p.task_instance_from_wire(t) for t in result.value.task_instances),
+            total_entries=(
+                result.value.total_entries
+                if result.value.total_entries is not None
+                else offset + len(result.value.task_instances)
+            ),
+            server_time=self._http.date_of(result.response),
+        )
+
+    def list_mapped_task_instances(self, dag_id: str, run_id: str, task_id: str) -> list[TaskInstance]:
+        """Every map index of one dynamically mapped (`.expand`) task in one DAG run, by map index."""
+        v = self.api_version
+        path = f"/api/{v}/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/listMapped"
+        endpoint = f"GET /api/{v}/dags/{{dag_id}}/dagRuns/{{run_id}}/taskInstances/{{task_id}}/listMapped"
+
+        def fetch(offset: int, limit: int) -> tuple[list[TaskInstance], int | None]:
+            result = self._http.call(
+                "GET",
+                path,
+                what=f"the map indexes of task {task_id!r} in run {run_id!r} of DAG {dag_id!r}",
+                params={"limit": limit, "offset": offset, "order_by": "map_index"},
+                parse=p.parser(p.TaskInstancesWire, endpoint),
+            )
+            return (
+                [p.task_instance_from_wire(t) for t in result.value.task_instances],
+                result.value.total_entries,
+            )
+
+        found = self._collect(fetch, key=lambda t: t.map_index)
+        return sorted(found, key=lambda t: t.map_index)
 
     # -- UI links -------------------------------------------------------------------------------------------
 

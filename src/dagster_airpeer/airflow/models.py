@@ -85,16 +85,39 @@ class DagRun(_Record):
 
 
 class TaskInstance(_Record):
-    """One try of one task in one DAG run."""
+    """One task instance (one map index of one task in one DAG run), in its latest try."""
 
     dag_id: str
     run_id: str
     task_id: str
+    #: -1 for a task that is not dynamically mapped; 0, 1, ... for the instances of an `.expand` task.
     map_index: int = -1
     state: str | None = None
     try_number: int | None = None
     start_date: datetime | None = None
     end_date: datetime | None = None
+    #: The DAG run's logical date (v1 `execution_date`); None for a manual run on Airflow 3.
+    logical_date: datetime | None = None
+    operator: str | None = None
+    duration: float | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == SUCCESS
+
+
+#: Task instance states that end a task instance for good (a failed try that will be retried is
+#: `up_for_retry`, not `failed`).
+TERMINAL_TASK_STATES: tuple[str, ...] = (SUCCESS, FAILED)
+
+
+class TaskInstancesPage(_Record):
+    """One page of task instances, with what the server said about the whole result and its own clock."""
+
+    task_instances: tuple[TaskInstance, ...]
+    total_entries: int
+    #: The server's clock when it answered (HTTP `Date` header), or None if it sent none.
+    server_time: datetime | None = None
 
 
 class RunsPage(_Record):

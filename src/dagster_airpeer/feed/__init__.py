@@ -16,12 +16,15 @@ Its state (`FeedState`) is what the sensor stores as its cursor. docs/cursor.md 
   was read already is checked each tick: the runs that ended within ``full_reread_window`` are read again
   (de-duplicated by ``seen``), the older ones are counted per slice, and only a slice whose count changed is
   read again. New runs are read from where the keyset stopped, never held back by that check.
+* **Task instances** (tasks.py, the observe stage) have their own feed on the same state: Airflow 2 lists
+  them in no order, so it reads time ranges that fit one page instead of paging.
 * **Bounded ticks.** A tick stops sending requests when its time budget or run cap is reached and keeps the
   longest prefix it read completely; everything before the cursor was delivered, nothing after it.
 """
 
 from .poll import CompletionFeed, FinishedRunsSource, InlineExecutor, PollResult
 from .state import CURSOR_VERSION, CursorError, FeedState, completion_digest, load_cursor_json
+from .tasks import FinishedTaskInstancesSource, TaskCompletionFeed, TaskPollResult, task_instance_digest
 
 __all__ = [
     "CURSOR_VERSION",
@@ -29,8 +32,12 @@ __all__ = [
     "CursorError",
     "FeedState",
     "FinishedRunsSource",
+    "FinishedTaskInstancesSource",
     "InlineExecutor",
     "PollResult",
+    "TaskCompletionFeed",
+    "TaskPollResult",
     "completion_digest",
     "load_cursor_json",
+    "task_instance_digest",
 ]
