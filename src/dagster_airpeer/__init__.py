@@ -33,6 +33,7 @@ from .airflow import (
     Task,
     TaskInstance,
 )
+from .components import AirflowInstanceComponent
 from .definitions import build_defs_from_airflow_instance
 from .events import RUN_STATUS_CHECK_NAME
 from .observe import (
@@ -59,6 +60,7 @@ __all__ = [
     "AirflowConnectionError",
     "AirflowError",
     "AirflowInstance",
+    "AirflowInstanceComponent",
     "AirflowMwaaAuthBackend",
     "AirflowNotFoundError",
     "AirflowResponseError",

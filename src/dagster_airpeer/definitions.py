@@ -197,6 +197,38 @@ def build_defs_from_airflow_instance(
     # Observe: task lists only for the DAGs that have task mappings; the mappings are checked and wired below.
     tasks_for = task_lists_for(airflow_instance, task_mapped_dag_ids(defs, airflow_instance.name))
     snapshot = load_snapshot(airflow_instance, directory, sources_for=sources_for, tasks_for=tasks_for)
+    return build_defs_from_snapshot(
+        airflow_instance=airflow_instance,
+        snapshot=snapshot,
+        settings=settings,
+        defs=defs,
+        dag_selector_fn=dag_selector_fn,
+        translator=translator,
+    )
+
+
+def build_defs_from_snapshot(
+    *,
+    airflow_instance: AirflowInstance,
+    snapshot: AirflowSnapshot,
+    settings: SensorSettings,
+    defs: dg.Definitions | None = None,
+    dag_selector_fn: Callable[[Dag], bool] | None = None,
+    translator: DagsterAirflowTranslator | None = None,
+) -> dg.Definitions:
+    """The definitions of `build_defs_from_airflow_instance`, built from a snapshot already in hand.
+
+    Sends no request to Airflow: both `build_defs_from_airflow_instance` (which fetches the snapshot first) and
+    `AirflowInstanceComponent` (which reads it from its Dagster defs state) build through here, so that their
+    outputs are the same and a run worker loading the code location from state never calls Airflow.
+    """
+    translator = translator or DagsterAirflowTranslator()
+    late_commit_window = settings.late_commit_window
+    sensor_minimum_interval_seconds = settings.minimum_interval_seconds
+
+    def selected(dags: Sequence[Dag]) -> list[Dag]:
+        return [dag for dag in dags if dag_selector_fn is None or dag_selector_fn(dag)]
+
     spec_of = _spec_of_dag(snapshot, airflow_instance.name, translator)
     specs, dag_keys = _asset_specs(snapshot, selected(snapshot.dags), airflow_instance.name, spec_of)
     observed = observe_definitions(

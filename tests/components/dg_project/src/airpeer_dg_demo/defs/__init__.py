@@ -1,0 +1,1 @@
+"""Component folders scaffolded by the tests go here."""
