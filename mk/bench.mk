@@ -2,8 +2,8 @@
 #
 #   make bench        every case at full size (about 50 minutes, estimated: the 35 of loads and sensors, end-to-end runs
 #                     that store every event in a SQLite DagsterInstance, and two live cases of 50,000 runs in
-#                     5 minutes; dagster-airlift is capped per case), writes BENCHMARKS.md at the repository root;
-#                     raw figures and logs in .work/bench
+#                     5 minutes; dagster-airlift is capped per case; the observe cases with task mappings add about
+#                     15, estimated), writes BENCHMARKS.md at the repository root; raw figures and logs in .work/bench
 #   make bench-tiny   the same harness at tiny size (N=5, K=30, a live case of 300 runs in 12 s; 4-6 minutes),
 #                     report in .work/bench-tiny
 #
