@@ -21,9 +21,10 @@ endif
 AIRFLOW3_SPEC := apache-airflow==3.3.2
 AIRFLOW2_SPEC := apache-airflow==2.11.2
 # dbt-core 1.12 pulls a package whose build downloads from outside PyPI: keep it below 1.12.
+# dagster-dg-cli: the real `dg` CLI of tests/components/test_component_dg_cli.py (it pins the Dagster release).
 # dagster-dbt pins one Dagster release; without a floor, a resolver that keeps the newest Dagster falls back to an
 # ancient dagster-dbt (0.10, importing dagster.core) instead of moving Dagster to the release dagster-dbt allows.
-VENV_EXTRA_SPECS := "$(AIRFLOW3_SPEC)" dagster-webserver "dagster-dbt>=0.29" "dbt-duckdb>=1.9" "dbt-core<1.12" duckdb selenium pyinstrument
+VENV_EXTRA_SPECS := "$(AIRFLOW3_SPEC)" dagster-webserver dagster-dg-cli "dagster-dbt>=0.29" "dbt-duckdb>=1.9" "dbt-core<1.12" duckdb selenium pyinstrument
 
 VENV_STAMP := $(VENV)/.airpeer-installed
 AIRFLOW2_STAMP := $(AIRFLOW2_VENV)/.airpeer-installed
