@@ -12,6 +12,15 @@ for dag in airflow.list_dags():
 ```
 """
 
+from .assets import (
+    AirflowAsset,
+    AirflowAssetEvent,
+    AssetEventsPage,
+    find_asset,
+    get_asset_events_page,
+    list_airflow_assets,
+    post_asset_event,
+)
 from .auth import AirflowAuthBackend, AirflowBasicAuthBackend, AirflowTokenAuthBackend
 from .errors import (
     AirflowAuthError,
@@ -38,6 +47,8 @@ from .models import (
 
 __all__ = [
     "TERMINAL_RUN_STATES",
+    "AirflowAsset",
+    "AirflowAssetEvent",
     "AirflowAstronomerAuthBackend",
     "AirflowAuthBackend",
     "AirflowAuthError",
@@ -53,6 +64,7 @@ __all__ = [
     "AirflowTimeoutError",
     "AirflowTokenAuthBackend",
     "AirflowVersionError",
+    "AssetEventsPage",
     "Dag",
     "DagRun",
     "DagVersion",
@@ -60,4 +72,8 @@ __all__ = [
     "RunsPage",
     "Task",
     "TaskInstance",
+    "find_asset",
+    "get_asset_events_page",
+    "list_airflow_assets",
+    "post_asset_event",
 ]
