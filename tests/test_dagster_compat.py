@@ -179,3 +179,17 @@ def test_latest_sensor_tick_reads_status_time_and_first_error_line(instance: dg.
         "failure", 2000.0, "boom: Airflow refused"
     )
     assert {s.value for s in TickStatus} == {"STARTED", "SKIPPED", "SUCCESS", "FAILURE"}
+
+
+def test_time_partition_key_for_finds_the_window_of_an_instant_and_none_outside() -> None:
+    from datetime import datetime, timezone
+
+    import dagster as dg
+
+    from dagster_airpeer._dagster_compat import time_partition_key_for
+
+    daily = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-02-01")
+    assert time_partition_key_for(daily, datetime(2026, 1, 5, 13, tzinfo=timezone.utc)) == "2026-01-05"
+    assert time_partition_key_for(daily, datetime(2026, 1, 5, tzinfo=timezone.utc)) == "2026-01-05"
+    assert time_partition_key_for(daily, datetime(2025, 12, 31, 23, tzinfo=timezone.utc)) is None
+    assert time_partition_key_for(daily, datetime(2026, 3, 1, tzinfo=timezone.utc)) is None

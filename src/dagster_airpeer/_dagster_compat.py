@@ -37,6 +37,7 @@ __all__ = [
     "sensor_evaluation_timeout_seconds",
     "set_stored_sensor_cursor",
     "stored_sensor_states",
+    "time_partition_key_for",
 ]
 
 #: The event types a sensor's `SensorResult.asset_events` are stored as.
@@ -201,3 +202,19 @@ def latest_sensor_tick(instance: dg.DagsterInstance, state: StoredSensorState) -
         message = (tick.error.message or "").strip()
         error = message.splitlines()[0] if message else "unknown error"
     return SensorTick(status=tick.status.value.lower(), timestamp=float(tick.timestamp), error=error)
+
+
+def time_partition_key_for(
+    partitions_def: dg.TimeWindowPartitionsDefinition, instant: datetime
+) -> str | None:
+    """The key of the time-window partition that contains `instant`, or None when no partition does.
+
+    `get_partition_key_for_timestamp` is a method of a public class but not documented as public API; the
+    window it returns is checked against the definition's own keys (`has_partition_key`, public) because it
+    happily names a window before the start or after the end.
+    """
+    key = partitions_def.get_partition_key_for_timestamp(instant.timestamp())
+    if not partitions_def.has_partition_key(key):
+        return None
+    window = partitions_def.time_window_for_partition_key(key)
+    return key if window.start <= instant < window.end else None

@@ -14,6 +14,8 @@ from .airflow.models import Dag
 from .airflow.ui_urls import dag_ui_url
 from .events import RUN_STATUS_CHECK_NAME, run_metadata
 from .observe import observe_definitions, task_lists_for, task_mapped_dag_ids
+from .observe.checks import task_status_checks
+from .observe.events import TASK_STATUS_CHECK_NAME, partitions_by_key
 from .registry import PeeredInstance, register
 from .sensor import DagAssetResolver, SensorSettings, build_dag_run_sensor
 from .snapshot import AirflowSnapshot, default_snapshot_dir, load_snapshot
@@ -236,17 +238,30 @@ def build_defs_from_snapshot(
     )
     specs, defs = observed.dag_specs, observed.defs
     user_checks = _user_checks_by_asset(defs, set(dag_keys.values()))
+    # Checks on mapped assets: only standalone ones from `defs` (a dbt test embedded in a @dbt_assets
+    # definition would run dbt itself, which is Airflow's job in this stage).
+    task_keys = sorted({k for keys in observed.mappings.keys_by_task.values() for k in keys}, key=str)
+    mapped_checks = {
+        key: tuple(ck for ck in checks if ck.name != TASK_STATUS_CHECK_NAME)
+        for key, checks in _user_checks_by_asset(defs, set(observed.mappings.asset_keys)).items()
+    }
 
     checks_job = None
     if dag_keys:
         # Resolved when Dagster builds the repository, so checks on the DAG assets from a Definitions merged
         # with ours later are selected too; the sensor finds them in the repository (sensor.UserChecks).
         run_status_keys = [dg.AssetCheckKey(key, RUN_STATUS_CHECK_NAME) for key in dag_keys.values()]
+        selection: dg.AssetSelection = dg.AssetSelection.checks_for_assets(
+            *dag_keys.values()
+        ) - dg.AssetSelection.checks(*run_status_keys)
+        mapped_check_keys = [ck for checks in mapped_checks.values() for ck in checks]
+        if mapped_check_keys:
+            selection = selection | dg.AssetSelection.checks(*mapped_check_keys)
         checks_job = dg.define_asset_job(
             name=f"{airflow_instance.name}__dag_asset_checks",
-            selection=dg.AssetSelection.checks_for_assets(*dag_keys.values())
-            - dg.AssetSelection.checks(*run_status_keys),
-            description="Runs the asset checks on peered Airflow DAG assets after each new Airflow run.",
+            selection=selection,
+            description="Runs the asset checks on peered Airflow DAG assets and mapped assets after each new "
+            "Airflow run or task.",
         )
     sensor = build_dag_run_sensor(
         instance=airflow_instance,
@@ -254,6 +269,9 @@ def build_defs_from_snapshot(
         settings=settings,
         user_checks_by_asset=user_checks,
         checks_job=checks_job,
+        observed=observed.mappings,
+        partitions=partitions_by_key(defs),
+        mapped_checks_by_asset=mapped_checks,
     )
     register(
         PeeredInstance(
@@ -267,7 +285,10 @@ def build_defs_from_snapshot(
     )
     peered = dg.Definitions(
         assets=specs,
-        asset_checks=[_run_status_checks(airflow_instance, dag_keys)] if dag_keys else [],
+        asset_checks=[
+            *([_run_status_checks(airflow_instance, dag_keys)] if dag_keys else []),
+            *([task_status_checks(airflow_instance, observed.mappings, task_keys)] if task_keys else []),
+        ],
         sensors=[sensor],
         jobs=[checks_job] if checks_job is not None else [],
     )

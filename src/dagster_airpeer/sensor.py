@@ -20,11 +20,18 @@ from ._dagster_compat import (
     runless_asset_records_since,
     sensor_evaluation_timeout_seconds,
 )
-from .airflow.errors import AirflowNotFoundError
+from .airflow.errors import AirflowError, AirflowNotFoundError
 from .airflow.instance import AirflowInstance
 from .airflow.models import Dag, DagRun
 from .events import RUN_STATUS_CHECK_NAME, AssetEvent, completion_id, event_completion_id, events_for_run
-from .feed import CompletionFeed, CursorError, FeedState, load_cursor_json
+from .feed import CompletionFeed, CursorError, FeedState, TaskCompletionFeed, load_cursor_json
+from .observe.events import TASK_STATUS_CHECK_NAME, TaskEvents
+from .observe.index import ObservedMappings
+
+#: Checks that the sensor reports itself (never run by the checks job).
+_REPORTED_CHECKS = frozenset({RUN_STATUS_CHECK_NAME, TASK_STATUS_CHECK_NAME})
+#: The task feed gets at least this many seconds of a tick, whatever the run feed used.
+_MIN_TASK_BUDGET = 1.0
 
 #: Seconds of Dagster's sensor timeout kept free after the hard deadline: building the tick's events, the
 #: event log check for a crashed tick's events, serialising the result.
@@ -188,6 +195,10 @@ class SensorCursor:
     #: Storage id of the newest runless asset event when this cursor's tick ran: events stored after it may
     #: come from a tick killed before its cursor was stored (None: not known yet, the first tick).
     stored_after: int | None = None
+    #: The task-instance feed's position (observe stage; None until a DAG has task mappings).
+    tasks: FeedState | None = None
+    #: "dag_id/task_id" of the mapped tasks whose last recorded completion failed.
+    task_failing: set[str] = field(default_factory=set)
 
     def to_json(self) -> str:
         doc = self.feed.to_dict()
@@ -195,6 +206,10 @@ class SensorCursor:
         doc["failing"] = sorted(d for d, ok in self.status.items() if not ok)
         if self.stored_after is not None:
             doc["stored_after"] = self.stored_after
+        if self.tasks is not None:
+            doc["tasks"] = self.tasks.to_dict()
+        if self.task_failing:
+            doc["task_failing"] = sorted(self.task_failing)
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
@@ -207,10 +222,16 @@ class SensorCursor:
         stored_after = doc.get("stored_after")
         if stored_after is not None and (isinstance(stored_after, bool) or not isinstance(stored_after, int)):
             raise CursorError(f"the sensor cursor's 'stored_after' is not a storage id: {stored_after!r}")
+        tasks_doc = doc.get("tasks")
+        task_failing = doc.get("task_failing", [])
+        if not isinstance(task_failing, list):
+            raise CursorError("the sensor cursor's 'task_failing' entry is not a list")
         return cls(
             feed=feed,
             status={**{str(d): True for d in ok}, **{str(d): False for d in failing}},
             stored_after=stored_after,
+            tasks=FeedState.from_dict(tasks_doc) if tasks_doc is not None else None,
+            task_failing={str(t) for t in task_failing},
         )
 
 
@@ -326,7 +347,7 @@ class UserChecks:
         if repository is not self._repository:
             found: dict[dg.AssetKey, list[dg.AssetCheckKey]] = {}
             for check_key in sorted(repository_check_keys(repository), key=str):
-                if check_key.name != RUN_STATUS_CHECK_NAME:
+                if check_key.name not in _REPORTED_CHECKS:
                     found.setdefault(check_key.asset_key, []).append(check_key)
             self._repository, self._by_asset = repository, found
         return self._by_asset
@@ -343,12 +364,19 @@ def build_dag_run_sensor(
     settings: SensorSettings,
     user_checks_by_asset: Mapping[dg.AssetKey, Sequence[dg.AssetCheckKey]],
     checks_job: dg.UnresolvedAssetJobDefinition | None,
+    observed: ObservedMappings | None = None,
+    partitions: Mapping[dg.AssetKey, dg.PartitionsDefinition] | None = None,
+    mapped_checks_by_asset: Mapping[dg.AssetKey, Sequence[dg.AssetCheckKey]] | None = None,
 ) -> dg.SensorDefinition:
     """The sensor for one Airflow instance (see `CompletionFeed` for how exactly-once holds).
 
-    `checks_job` selects the checks on the DAG assets lazily (whatever `Definitions` they come from); the
-    sensor requests it with the user checks it finds on each materialized asset (see `UserChecks`).
+    `checks_job` selects the checks on the DAG assets and mapped assets lazily (whatever `Definitions` they
+    come from); the sensor requests it with the user checks it finds on each materialized asset (see
+    `UserChecks`). `observed` holds the observe stage's mappings: task instances of DAGs with task mappings
+    are read by the task feed (`TaskCompletionFeed`) and recorded on their mapped assets (`TaskEvents`).
     """
+    task_dag_ids = sorted(observed.task_mapped_dag_ids) if observed is not None else []
+    mapped_checks = mapped_checks_by_asset or {}
     name = sensor_name(instance.name)
     user_checks = UserChecks(user_checks_by_asset)
 
@@ -396,6 +424,19 @@ def build_dag_run_sensor(
                     f"runs that ended since {cursor.feed.watermark.isoformat(timespec='seconds')}"
                 )
             status = dict(cursor.status)
+            task_events = (
+                TaskEvents(
+                    instance_name=instance.name,
+                    webserver_url=instance.webserver_url,
+                    api_version=instance.api_version,
+                    mappings=observed,
+                    partitions=partitions or {},
+                    map_indexes=instance.list_mapped_task_instances,
+                    failing=set(cursor.task_failing),
+                )
+                if observed
+                else None
+            )
             events: list[AssetEvent] = []
             succeeded: dict[dg.AssetKey, list[str]] = {}
             not_peered = new_dags = 0
@@ -430,8 +471,56 @@ def build_dag_run_sensor(
                         earliest[:] = [run.end_date]
                     if run.succeeded and key in checks_by_asset:
                         succeeded.setdefault(key, []).append(f"{run.dag_id}/{run.run_id}/{run.end_date}")
+                    if task_events is not None:
+                        task_events.add_run(run)
 
             result = feed.poll(cursor.feed, on_completions=record)
+            tasks_state, task_note = cursor.tasks, ""
+            if task_events is not None and task_dag_ids:
+                # A cursor from before the DAG had task mappings starts where the run feed's window starts.
+                start = (
+                    cursor.tasks if cursor.tasks is not None else FeedState(watermark=cursor.feed.watermark)
+                )
+                task_feed = TaskCompletionFeed(
+                    instance,
+                    late_commit_window=settings.late_commit_window,
+                    time_budget=max(
+                        _MIN_TASK_BUDGET, settings.tick_time_budget_seconds - (time.monotonic() - started)
+                    ),
+                    max_completions=settings.max_runs_per_tick * 4,
+                    parallel=settings.max_parallel_requests,
+                    page_size=instance.page_size,
+                )
+                try:
+                    task_result = task_feed.poll(
+                        start, dag_ids=task_dag_ids, on_completions=task_events.add_task_instances
+                    )
+                except AirflowError as exc:
+                    # The runs read are still recorded; the task feed keeps its position (and its status of
+                    # each task) for the next tick, which reads these task instances again.
+                    tasks_state = start
+                    task_events.events, task_events.materialized = [], {}
+                    task_events.failing = set(cursor.task_failing)
+                    task_note = f"; task instances not read this tick ({exc})"
+                    context.log.warning(
+                        f"airpeer: task instances not read this tick, read again next tick: {exc}"
+                    )
+                else:
+                    tasks_state = task_result.state
+                    task_note = (
+                        f"; {task_events.task_instances} mapped task instances ended, {task_result.pages} task "
+                        f"pages, {'caught up' if task_result.caught_up else 'more to read next tick'}"
+                    )
+                    if task_events.waiting_map_indexes:
+                        task_note += f", {task_events.waiting_map_indexes} map indexes wait for the others"
+                    if task_result.interrupted is not None:
+                        task_note += f" (stopped early: {task_result.interrupted})"
+            if task_events is not None:
+                events.extend([*task_events.run_events, *task_events.events])
+                for materialized in (task_events.run_materialized, task_events.materialized):
+                    for key, completions in materialized.items():
+                        if mapped_checks.get(key):
+                            succeeded.setdefault(key, []).extend(completions)
 
         # Before emitting: Dagster's event log, read once, for what a tick killed after storing some of its
         # events and before its cursor left behind (docs/reliability.md). Those completions are skipped.
@@ -467,7 +556,14 @@ def build_dag_run_sensor(
 
         run_requests = []
         if succeeded and checks_job is not None:
-            check_keys = sorted({ck for key in succeeded for ck in checks_by_asset[key]}, key=str)
+            check_keys = sorted(
+                {
+                    ck
+                    for key in succeeded
+                    for ck in (mapped_checks[key] if key in mapped_checks else checks_by_asset.get(key, ()))
+                },
+                key=str,
+            )
             # A replayed tick (Dagster stopped before storing the cursor) asks for the same run key, which
             # Dagster de-duplicates.
             digest = hashlib.sha256("\n".join(sorted(i for ids in succeeded.values() for i in ids)).encode())
@@ -485,8 +581,11 @@ def build_dag_run_sensor(
             f"airpeer: {len(result.completions)} runs ended ({len(result.completions) - failed} succeeded, "
             f"{failed} failed) -> {len(events)} events, {len(run_requests)} check runs; {result.pages} pages in "
             f"{time.monotonic() - started:.2f} s; {'caught up' if result.caught_up else 'more to read next tick'}; "
-            f"watermark {result.state.watermark.isoformat(timespec='seconds')}{check_note}"
+            f"watermark {result.state.watermark.isoformat(timespec='seconds')}{task_note}{check_note}"
         )
+        if task_events is not None:
+            for warning in task_events.warnings:
+                context.log.warning(f"airpeer: {warning}")
         if new_dags:
             context.log.warning(
                 f"airpeer: {new_dags} runs belong to DAGs added to Airflow after this code location loaded; they "
@@ -499,7 +598,13 @@ def build_dag_run_sensor(
                 f"airpeer: Airflow stopped answering mid-tick ({result.interrupted}); what was read is recorded "
                 "and the next tick resumes from there."
             )
-        next_cursor = SensorCursor(feed=result.state, status=status, stored_after=stored_after).to_json()
+        next_cursor = SensorCursor(
+            feed=result.state,
+            status=status,
+            stored_after=stored_after,
+            tasks=tasks_state,
+            task_failing=task_events.failing if task_events is not None else set(cursor.task_failing),
+        ).to_json()
         return dg.SensorResult(asset_events=events, run_requests=run_requests, cursor=next_cursor)
 
     return _airflow_dag_runs

@@ -36,6 +36,7 @@ from .instance import AirflowInstance
 from .managed import AirflowAstronomerAuthBackend, AirflowComposerAuthBackend, AirflowMwaaAuthBackend
 from .models import (
     TERMINAL_RUN_STATES,
+    TERMINAL_TASK_STATES,
     Dag,
     DagRun,
     DagVersion,
@@ -43,10 +44,12 @@ from .models import (
     RunsPage,
     Task,
     TaskInstance,
+    TaskInstancesPage,
 )
 
 __all__ = [
     "TERMINAL_RUN_STATES",
+    "TERMINAL_TASK_STATES",
     "AirflowAsset",
     "AirflowAssetEvent",
     "AirflowAstronomerAuthBackend",
@@ -72,6 +75,7 @@ __all__ = [
     "RunsPage",
     "Task",
     "TaskInstance",
+    "TaskInstancesPage",
     "find_asset",
     "get_asset_events_page",
     "list_airflow_assets",
