@@ -8,12 +8,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from .airflow.errors import AirflowConfigError
+from .airflow.assets import AirflowAsset, list_airflow_assets
+from .airflow.errors import AirflowAuthError, AirflowConfigError, AirflowNotFoundError
 from .airflow.instance import AirflowInstance
 from .airflow.models import Dag
 from .airflow.ui_urls import dag_ui_url
 from .events import RUN_STATUS_CHECK_NAME, run_metadata
-from .observe import observe_definitions, task_lists_for, task_mapped_dag_ids
+from .observe import has_mappings, observe_definitions, task_lists_for, task_mapped_dag_ids
+from .observe.airflow_assets import airflow_asset_specs
 from .observe.checks import task_status_checks
 from .observe.events import TASK_STATUS_CHECK_NAME, partitions_by_key
 from .registry import PeeredInstance, register
@@ -122,6 +124,23 @@ def _asset_specs(
     return specs, keys
 
 
+def _airflow_assets_for(instance: AirflowInstance) -> Callable[[], list[AirflowAsset]]:
+    """The snapshot's `assets_for` hook: Airflow's assets, or none (with a warning) where the login may not
+    list them, so that a user without that permission still gets the DAGs."""
+
+    def assets_for() -> list[AirflowAsset]:
+        try:
+            return list_airflow_assets(instance)
+        except (AirflowNotFoundError, AirflowAuthError) as exc:
+            dg.get_dagster_logger().warning(
+                f"airpeer: Airflow instance '{instance.name}' did not list its assets ({exc}); they are not shown. "
+                "Give the login read access to assets (datasets on Airflow 2), or pass observe_airflow_assets=False."
+            )
+            return []
+
+    return assets_for
+
+
 def build_defs_from_airflow_instance(
     *,
     airflow_instance: AirflowInstance,
@@ -137,6 +156,7 @@ def build_defs_from_airflow_instance(
     max_parallel_requests: int = 4,
     show_dag_source: bool = False,
     snapshot_dir: str | Path | None = None,
+    observe_airflow_assets: bool | None = None,
 ) -> dg.Definitions:
     """Peer an Airflow instance: one external asset per DAG and a sensor that records every run that ends.
 
@@ -162,6 +182,10 @@ def build_defs_from_airflow_instance(
         show_dag_source: show each DAG's Python source on its asset (cached between loads).
         snapshot_dir: where the last good snapshot of Airflow is kept for loading while Airflow is down
             (default ``$DAGSTER_HOME/airpeer``).
+        observe_airflow_assets: show Airflow's datasets (2.x) / assets (3.x) as Dagster assets, linked to the
+            tasks that produce them and the DAGs scheduled on them, and record Airflow's asset events on them
+            (docs/airflow-assets.md). Default: on once `defs` maps assets to this instance's tasks or DAGs (the
+            observe stage), so peering alone stays as it was.
 
     Returns:
         Definitions with the DAG assets, their `airflow_run_status` checks, the sensor, a job running your
@@ -198,7 +222,12 @@ def build_defs_from_airflow_instance(
 
     # Observe: task lists only for the DAGs that have task mappings; the mappings are checked and wired below.
     tasks_for = task_lists_for(airflow_instance, task_mapped_dag_ids(defs, airflow_instance.name))
-    snapshot = load_snapshot(airflow_instance, directory, sources_for=sources_for, tasks_for=tasks_for)
+    if observe_airflow_assets is None:
+        observe_airflow_assets = has_mappings(defs, airflow_instance.name)
+    assets_for = _airflow_assets_for(airflow_instance) if observe_airflow_assets else None
+    snapshot = load_snapshot(
+        airflow_instance, directory, sources_for=sources_for, tasks_for=tasks_for, assets_for=assets_for
+    )
     return build_defs_from_snapshot(
         airflow_instance=airflow_instance,
         snapshot=snapshot,
@@ -206,6 +235,7 @@ def build_defs_from_airflow_instance(
         defs=defs,
         dag_selector_fn=dag_selector_fn,
         translator=translator,
+        observe_airflow_assets=observe_airflow_assets,
     )
 
 
@@ -217,8 +247,12 @@ def build_defs_from_snapshot(
     defs: dg.Definitions | None = None,
     dag_selector_fn: Callable[[Dag], bool] | None = None,
     translator: DagsterAirflowTranslator | None = None,
+    observe_airflow_assets: bool = False,
 ) -> dg.Definitions:
     """The definitions of `build_defs_from_airflow_instance`, built from a snapshot already in hand.
+
+    `observe_airflow_assets`: the snapshot's Airflow assets become Dagster assets and the sensor records
+    Airflow's asset events on them.
 
     Sends no request to Airflow: both `build_defs_from_airflow_instance` (which fetches the snapshot first) and
     `AirflowInstanceComponent` (which reads it from its Dagster defs state) build through here, so that their
@@ -237,6 +271,17 @@ def build_defs_from_snapshot(
         instance_name=airflow_instance.name, snapshot=snapshot, dag_specs=specs, dag_keys=dag_keys, defs=defs
     )
     specs, defs = observed.dag_specs, observed.defs
+    airflow_asset_list: list[dg.AssetSpec] = []
+    if observe_airflow_assets and snapshot.assets:
+        # Airflow's assets depend on the tasks (or DAGs) producing them; the DAGs scheduled on them depend on them.
+        dag_of_key = {key: dag_id for dag_id, key in dag_keys.items()}
+        airflow_asset_list, updated = airflow_asset_specs(
+            airflow_instance.name,
+            snapshot.assets,
+            dag_specs={dag_of_key[spec.key]: spec for spec in specs if spec.key in dag_of_key},
+            task_assets=observed.mappings.keys_by_task,
+        )
+        specs = [updated.get(dag_of_key.get(spec.key, ""), spec) for spec in specs]
     user_checks = _user_checks_by_asset(defs, set(dag_keys.values()))
     # Checks on mapped assets: only standalone ones from `defs` (a dbt test embedded in a @dbt_assets
     # definition would run dbt itself, which is Airflow's job in this stage).
@@ -272,6 +317,7 @@ def build_defs_from_snapshot(
         observed=observed.mappings,
         partitions=partitions_by_key(defs),
         mapped_checks_by_asset=mapped_checks,
+        airflow_assets=observe_airflow_assets,
     )
     register(
         PeeredInstance(
@@ -284,7 +330,7 @@ def build_defs_from_snapshot(
         )
     )
     peered = dg.Definitions(
-        assets=specs,
+        assets=[*specs, *airflow_asset_list],
         asset_checks=[
             *([_run_status_checks(airflow_instance, dag_keys)] if dag_keys else []),
             *([task_status_checks(airflow_instance, observed.mappings, task_keys)] if task_keys else []),

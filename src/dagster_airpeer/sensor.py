@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import dagster as dg
 
@@ -25,6 +26,7 @@ from .airflow.instance import AirflowInstance
 from .airflow.models import Dag, DagRun
 from .events import RUN_STATUS_CHECK_NAME, AssetEvent, completion_id, event_completion_id, events_for_run
 from .feed import CompletionFeed, CursorError, FeedState, TaskCompletionFeed, load_cursor_json
+from .observe.airflow_assets import poll_airflow_asset_events
 from .observe.events import TASK_STATUS_CHECK_NAME, TaskEvents
 from .observe.index import ObservedMappings
 
@@ -199,6 +201,8 @@ class SensorCursor:
     tasks: FeedState | None = None
     #: "dag_id/task_id" of the mapped tasks whose last recorded completion failed.
     task_failing: set[str] = field(default_factory=set)
+    #: The Airflow asset event feed's state (observe stage; None until it is on).
+    assets: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         doc = self.feed.to_dict()
@@ -210,6 +214,8 @@ class SensorCursor:
             doc["tasks"] = self.tasks.to_dict()
         if self.task_failing:
             doc["task_failing"] = sorted(self.task_failing)
+        if self.assets is not None:
+            doc["assets"] = self.assets
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
@@ -232,6 +238,7 @@ class SensorCursor:
             stored_after=stored_after,
             tasks=FeedState.from_dict(tasks_doc) if tasks_doc is not None else None,
             task_failing={str(t) for t in task_failing},
+            assets=doc["assets"] if isinstance(doc.get("assets"), dict) else None,
         )
 
 
@@ -353,6 +360,37 @@ class UserChecks:
         return self._by_asset
 
 
+def _airflow_asset_events(
+    instance: AirflowInstance,
+    cursor: SensorCursor,
+    settings: SensorSettings,
+    started: float,
+    events: list[AssetEvent],
+) -> tuple[dict[str, Any] | None, str]:
+    """One tick of Airflow's asset events (observe/airflow_assets.py): appends their materializations to
+    `events`; returns the next state and a note for the tick's log line. A failure keeps the old state."""
+    if cursor.assets is None:
+        # A sensor that ran before this feed was on starts where the run feed's window starts.
+        now = instance.server_time() or datetime.now(timezone.utc)
+        lookback = max(timedelta(0), now - cursor.feed.watermark)
+    else:
+        lookback = settings.lookback
+    try:
+        tick = poll_airflow_asset_events(
+            instance,
+            cursor.assets,
+            lookback=lookback,
+            late_commit_window=settings.late_commit_window,
+            time_budget=max(
+                _MIN_TASK_BUDGET, settings.tick_time_budget_seconds - (time.monotonic() - started)
+            ),
+        )
+    except AirflowError as exc:
+        return cursor.assets, f"; Airflow asset events not read this tick, read again next tick ({exc})"
+    events.extend(tick.events)
+    return tick.state_doc, f"; {tick.log_line}"
+
+
 def sensor_name(instance_name: str) -> str:
     return f"{instance_name}__airflow_dag_runs"
 
@@ -367,6 +405,7 @@ def build_dag_run_sensor(
     observed: ObservedMappings | None = None,
     partitions: Mapping[dg.AssetKey, dg.PartitionsDefinition] | None = None,
     mapped_checks_by_asset: Mapping[dg.AssetKey, Sequence[dg.AssetCheckKey]] | None = None,
+    airflow_assets: bool = False,
 ) -> dg.SensorDefinition:
     """The sensor for one Airflow instance (see `CompletionFeed` for how exactly-once holds).
 
@@ -515,6 +554,11 @@ def build_dag_run_sensor(
                         task_note += f", {task_events.waiting_map_indexes} map indexes wait for the others"
                     if task_result.interrupted is not None:
                         task_note += f" (stopped early: {task_result.interrupted})"
+            assets_state, assets_note = cursor.assets, ""
+            if airflow_assets:
+                assets_state, assets_note = _airflow_asset_events(instance, cursor, settings, started, events)
+                if assets_note.startswith("; Airflow asset events not read"):
+                    context.log.warning(f"airpeer: {assets_note[2:]}")
             if task_events is not None:
                 events.extend([*task_events.run_events, *task_events.events])
                 for materialized in (task_events.run_materialized, task_events.materialized):
@@ -581,7 +625,7 @@ def build_dag_run_sensor(
             f"airpeer: {len(result.completions)} runs ended ({len(result.completions) - failed} succeeded, "
             f"{failed} failed) -> {len(events)} events, {len(run_requests)} check runs; {result.pages} pages in "
             f"{time.monotonic() - started:.2f} s; {'caught up' if result.caught_up else 'more to read next tick'}; "
-            f"watermark {result.state.watermark.isoformat(timespec='seconds')}{task_note}{check_note}"
+            f"watermark {result.state.watermark.isoformat(timespec='seconds')}{task_note}{assets_note}{check_note}"
         )
         if task_events is not None:
             for warning in task_events.warnings:
@@ -604,6 +648,7 @@ def build_dag_run_sensor(
             stored_after=stored_after,
             tasks=tasks_state,
             task_failing=task_events.failing if task_events is not None else set(cursor.task_failing),
+            assets=assets_state,
         ).to_json()
         return dg.SensorResult(asset_events=events, run_requests=run_requests, cursor=next_cursor)
 

@@ -17,6 +17,7 @@ import dagster as dg
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .airflow._files import write_atomically
+from .airflow.assets import AirflowAsset
 from .airflow.errors import AirflowConfigError, AirflowConnectionError, AirflowError, AirflowVersionError
 from .airflow.instance import AirflowInstance
 from .airflow.models import Dag, Task
@@ -39,6 +40,8 @@ class AirflowSnapshot(BaseModel):
     sources: dict[str, str] = {}
     #: DAG id -> its tasks, only for DAGs with task mappings (observe), so mappings are checked while Airflow is down.
     tasks: dict[str, tuple[Task, ...]] = {}
+    #: Airflow's datasets (2.x) / assets (3.x), only when the observe stage shows them.
+    assets: tuple[AirflowAsset, ...] = ()
 
 
 class SnapshotUnavailableError(AirflowError):
@@ -120,8 +123,10 @@ def fetch_snapshot(
     *,
     sources_for: Callable[[Sequence[Dag]], dict[str, str]] | None = None,
     tasks_for: Callable[[Sequence[Dag]], dict[str, tuple[Task, ...]]] | None = None,
+    assets_for: Callable[[], Sequence[AirflowAsset]] | None = None,
 ) -> AirflowSnapshot:
-    """Fetch all DAGs (and optionally sources and task lists, for the DAGs `sources_for` / `tasks_for` pick)."""
+    """Fetch all DAGs (and optionally sources and task lists, for the DAGs `sources_for` / `tasks_for` pick,
+    and Airflow's assets when `assets_for` is given)."""
     log = dg.get_dagster_logger()
 
     def progress(done: int, total: int) -> None:
@@ -130,6 +135,7 @@ def fetch_snapshot(
     dags = instance.list_dags(progress=progress)
     sources = sources_for(dags) if sources_for is not None else {}
     tasks = tasks_for(dags) if tasks_for is not None else {}
+    assets = tuple(assets_for()) if assets_for is not None else ()
     # A code location loads once and then ticks its sensor for hours: log in here, not in the first tick.
     instance.open_session()
     return AirflowSnapshot(
@@ -140,6 +146,7 @@ def fetch_snapshot(
         dags=tuple(dags),
         sources=sources,
         tasks=tasks,
+        assets=assets,
     )
 
 
@@ -149,6 +156,7 @@ def load_snapshot(
     *,
     sources_for: Callable[[Sequence[Dag]], dict[str, str]] | None = None,
     tasks_for: Callable[[Sequence[Dag]], dict[str, tuple[Task, ...]]] | None = None,
+    assets_for: Callable[[], Sequence[AirflowAsset]] | None = None,
 ) -> AirflowSnapshot:
     """A fresh snapshot, stored as the last good one; or the last good one if Airflow is unreachable.
 
@@ -158,7 +166,9 @@ def load_snapshot(
     """
     path = snapshot_path(snapshot_dir, instance.name)
     try:
-        snapshot = fetch_snapshot(instance, sources_for=sources_for, tasks_for=tasks_for)
+        snapshot = fetch_snapshot(
+            instance, sources_for=sources_for, tasks_for=tasks_for, assets_for=assets_for
+        )
     except (AirflowConnectionError, AirflowVersionError) as exc:
         stored, problem = _read_snapshot(path)
         if stored is not None and stored.webserver_url != instance.webserver_url:

@@ -202,3 +202,72 @@ def test_task_assets_are_recorded_as_tasks_end_exactly_once(
         ("transformed", failed_run, 1),
     ):
         assert len(_materializations(dagster_instance, key, run)) == count, key
+
+
+PRODUCER, CONSUMER = "airpeer_dataset_producer", "airpeer_dataset_consumer"
+
+
+def test_airflow_asset_events_are_recorded_once_with_lineage(
+    airflow: Any, tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    from dagster_airpeer.airflow.assets import list_airflow_assets, post_asset_event
+    from dagster_airpeer.observe.airflow_assets import key_of_asset
+
+    airflow.wait_for_dags([PRODUCER, CONSUMER, STEPS])
+    client = _instance(airflow)
+    defs = build_defs_from_airflow_instance(
+        airflow_instance=client,
+        # Any mapping turns the observe stage on, and Airflow's assets with it.
+        defs=dg.Definitions(
+            assets=assets_with_task_mappings(
+                dag_id=STEPS, task_mappings={"first": [dg.AssetSpec("first_out")]}
+            )
+        ),
+        snapshot_dir=tmp_path / "snapshots",
+        dag_selector_fn=lambda dag: dag.dag_id in (STEPS, PRODUCER, CONSUMER),
+        lookback=timedelta(minutes=1),
+        late_commit_window=timedelta(seconds=60),
+    )
+    asset = next(a for a in list_airflow_assets(client) if a.uri.endswith("data_set.v1/out.csv"))
+    key = key_of_asset("observed", asset)
+    graph = defs.resolve_asset_graph()
+    producer_key, consumer_key = (dg.AssetKey(["observed", "dag", d]) for d in (PRODUCER, CONSUMER))
+    assert producer_key in graph.get(key).parent_keys
+    assert key in graph.get(consumer_key).parent_keys
+
+    ticker = Ticker(dagster_instance, defs)
+    ticker.tick()
+
+    def recorded() -> list[dg.AssetMaterialization]:
+        found = [
+            r.asset_materialization for r in dagster_instance.fetch_materializations(key, limit=1000).records
+        ]
+        return [m for m in found if m is not None]
+
+    before = {m.metadata["airflow/asset_event_id"].value for m in recorded()}  # type: ignore[attr-defined]
+    run_id = f"airpeer_obs_{uuid.uuid4().hex[:8]}"
+    client.trigger_dag_run(PRODUCER, run_id=run_id)
+    client.wait_for_dag_run(PRODUCER, run_id, timeout=180)
+    ticker.until(
+        lambda: any(
+            m.metadata.get("airflow/source_run_id") and m.metadata["airflow/source_run_id"].value == run_id
+            for m in recorded()
+        )  # type: ignore[union-attr]
+    )
+    posted = post_asset_event(
+        AirflowInstance(
+            auth_backend=AirflowBasicAuthBackend(airflow.url, airflow.username, airflow.password),
+            name="observed",
+            max_retries=0,
+        ),
+        asset,
+        extra={"posted_by": "airpeer test"},
+    )
+    ticker.until(lambda: posted.id in {m.metadata["airflow/asset_event_id"].value for m in recorded()})  # type: ignore[attr-defined]
+    ticker.tick()
+    restarted = Ticker(dagster_instance, defs)
+    restarted.cursor = ticker.cursor
+    restarted.tick()
+    new = [m.metadata["airflow/asset_event_id"].value for m in recorded()]  # type: ignore[attr-defined]
+    new = [event_id for event_id in new if event_id not in before]
+    assert len(new) == len(set(new)) == 2, new

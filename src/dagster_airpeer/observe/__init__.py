@@ -24,7 +24,7 @@ and task metadata, and indexes them (`ObservedMappings`) for the sensor; `tasks`
 for the snapshot.
 """
 
-from .build import INSTANCE_KEY, ObservedDefinitions, observe_definitions, task_mapped_dag_ids
+from .build import INSTANCE_KEY, ObservedDefinitions, has_mappings, observe_definitions, task_mapped_dag_ids
 from .index import ObservedMappings
 from .mapping import (
     DAG_MAPPINGS_KEY,
@@ -50,6 +50,7 @@ __all__ = [
     "assets_with_task_mappings",
     "dag_ids_of",
     "fetch_task_lists",
+    "has_mappings",
     "observe_definitions",
     "task_handles_of",
     "task_lists_for",

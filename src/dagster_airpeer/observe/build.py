@@ -63,6 +63,11 @@ def _mapped_specs(defs: dg.Definitions | None, instance_name: str) -> Iterator[d
                 yield spec
 
 
+def has_mappings(defs: dg.Definitions | None, instance_name: str) -> bool:
+    """Whether `defs` maps any asset to a task or DAG of this instance (the observe stage is in use)."""
+    return next(_mapped_specs(defs, instance_name), None) is not None
+
+
 def task_mapped_dag_ids(defs: dg.Definitions | None, instance_name: str) -> set[str]:
     """The DAGs whose task lists the snapshot needs: those with a task mapping for this instance."""
     return {dag_id for spec in _mapped_specs(defs, instance_name) for dag_id, _ in task_handles_of(spec)}
