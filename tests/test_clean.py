@@ -18,10 +18,12 @@ import pytest
 
 from dagster_airpeer import RUN_STATUS_CHECK_NAME, AirflowBasicAuthBackend, AirflowInstance
 from dagster_airpeer import _dagster_compat as compat
-from dagster_airpeer.clean import reset_sensor_status
-from dagster_airpeer.cli import main
+from dagster_airpeer.clean import execute_clean, plan_clean, reset_sensor_status, select_dags
+from dagster_airpeer.cli import _print_plan, main
 from dagster_airpeer.events import events_for_run
 from dagster_airpeer.feed import FeedState
+from dagster_airpeer.observe.events import TASK_STATUS_CHECK_NAME
+from dagster_airpeer.registry import DagAssets, PeeredInstance, SharedAsset, assets_to_wipe
 from dagster_airpeer.sensor import SensorCursor
 from dagster_airpeer.snapshot import fetch_snapshot, snapshot_path, store_snapshot
 
@@ -274,6 +276,158 @@ def test_reset_forgets_only_the_cleaned_dags_status_and_keeps_the_feed(tmp_path:
         assert after.status == {"c": True}
         assert after.feed.to_dict() == before.feed.to_dict()
         assert reset_sensor_status(instance, name, ["a"]) == (0, None)  # nothing left to forget
+
+
+# --- mapped assets (observe stage), without Airflow --------------------------------------------------------
+
+OWN_A, OWN_B = dg.AssetKey(["unit", "dag", "a"]), dg.AssetKey(["unit", "dag", "b"])
+ONLY_A = dg.AssetKey(["warehouse", "only_a"])
+SHARED = dg.AssetKey(["warehouse", "shared"])
+ACROSS = dg.AssetKey(["warehouse", "across"])
+OWN_X = dg.AssetKey(["other", "dag", "x"])
+
+
+def _peered(
+    name: str, own: dict[str, dg.AssetKey], mapped: dict[str, tuple[dg.AssetKey, ...]]
+) -> PeeredInstance:
+    # Nothing listens on port 9: these tests never ask Airflow (airflow=False).
+    instance = AirflowInstance(
+        auth_backend=AirflowBasicAuthBackend("http://127.0.0.1:9", "u", "p"), name=name
+    )
+    return PeeredInstance(
+        instance=instance,
+        asset_keys_by_dag_id=own,
+        sensor_name=f"{name}__airflow_dag_runs",
+        mapped_asset_keys_by_dag_id=mapped,
+    )
+
+
+def _two_instances() -> list[PeeredInstance]:
+    """DAG a maps ONLY_A, SHARED and ACROSS; DAG b maps SHARED; DAG x of another instance maps ACROSS."""
+    unit = _peered("unit", {"a": OWN_A, "b": OWN_B}, {"a": (ONLY_A, SHARED, ACROSS), "b": (SHARED,)})
+    return [unit, _peered("other", {"x": OWN_X}, {"x": (ACROSS,)})]
+
+
+def test_a_mapped_asset_is_wiped_only_when_every_dag_it_is_mapped_to_is_cleaned() -> None:
+    peered = _two_instances()
+    only_a = assets_to_wipe(peered, {"unit": ("a",), "other": ()})
+    assert only_a["unit"]["a"].wiped == (OWN_A, ONLY_A)
+    assert only_a["unit"]["a"].kept == (
+        SharedAsset(SHARED, ("unit / b",)),
+        SharedAsset(ACROSS, ("other / x",)),
+    )
+    assert only_a["other"] == {}
+    # Both DAGs of the instance: SHARED is wiped, once, under the first DAG that maps it.
+    both = assets_to_wipe(peered, {"unit": ("a", "b"), "other": ()})
+    assert both["unit"]["a"].wiped == (OWN_A, ONLY_A, SHARED)
+    assert both["unit"]["b"].wiped == (OWN_B,) and both["unit"]["b"].kept == ()
+    assert both["unit"]["a"].kept == (SharedAsset(ACROSS, ("other / x",)),)
+    # Everything (--all): every mapped asset is wiped exactly once.
+    everything = assets_to_wipe(peered, select_dags(peered, None))
+    wiped = [k for dags in everything.values() for dag in dags.values() for k in dag.wiped]
+    assert sorted(wiped, key=str) == sorted([OWN_A, OWN_B, OWN_X, ONLY_A, SHARED, ACROSS], key=str)
+    assert not [k for dags in everything.values() for dag in dags.values() for k in dag.kept]
+    # A DAG's own asset goes with its DAG whatever else maps it.
+    odd = _peered("odd", {"a": OWN_A, "b": OWN_B}, {"b": (OWN_A,)})
+    assert assets_to_wipe([odd], {"odd": ("a",)})["odd"]["a"] == DagAssets((OWN_A,), ())
+
+
+def _stored(instance: dg.DagsterInstance, key: dg.AssetKey) -> tuple[int, int]:
+    materializations = len(instance.fetch_materializations(key, limit=100).records)
+    checks = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(key, TASK_STATUS_CHECK_NAME), limit=100
+    )
+    return materializations, len(checks)
+
+
+def test_clean_wipes_the_mapped_assets_of_the_cleaned_dags_and_keeps_shared_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    peered = _two_instances()
+    with dg.DagsterInstance.from_config(str(_home(tmp_path))) as instance:
+        for key in (OWN_A, OWN_B, OWN_X, ONLY_A, SHARED, ACROSS):
+            instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        for key in (ONLY_A, SHARED):
+            instance.report_runless_asset_event(
+                dg.AssetCheckEvaluation(asset_key=key, check_name=TASK_STATUS_CHECK_NAME, passed=False)
+            )
+        plans = plan_clean(peered, instance, dag_ids=["a"], airflow=False)
+        (dag_a,) = plans[0].dags
+        assert dag_a.asset_keys == (OWN_A, ONLY_A)
+        assert dag_a.dagster_events == 3  # two materializations and ONLY_A's airflow_task_status result
+        assert [s.key for s in dag_a.assets_kept] == [SHARED, ACROSS]
+        assert plans[1].dags == ()
+        _print_plan(plans, airflow=False, dagster=True)
+        out = capsys.readouterr().out
+        assert "unit / a: would delete 3 Dagster events of 2 assets" in out, out
+        assert "would keep asset warehouse/shared, also mapped to unit / b (not cleaned)" in out, out
+        assert "would keep asset warehouse/across, also mapped to other / x (not cleaned)" in out, out
+
+        (report, _) = execute_clean(plans, instance, airflow=False)
+        assert report.dagster_assets_wiped == 2
+        assert any("warehouse/shared" in w and "unit / b" in w for w in report.warnings), report.warnings
+        assert _stored(instance, OWN_A) == (0, 0) and _stored(instance, ONLY_A) == (0, 0)
+        assert _stored(instance, SHARED) == (1, 1) and _stored(instance, ACROSS) == (1, 0)
+        assert _stored(instance, OWN_B) == (1, 0) and _stored(instance, OWN_X) == (1, 0)
+
+        # Both DAGs of "unit": SHARED goes too (counted once); ACROSS stays for DAG x of "other".
+        plans = plan_clean(peered, instance, dag_ids=["a", "b"], airflow=False)
+        assert [d.asset_keys for d in plans[0].dags] == [(OWN_A, ONLY_A, SHARED), (OWN_B,)]
+        assert [d.dagster_events for d in plans[0].dags] == [2, 1]
+        execute_clean(plans, instance, airflow=False)
+        assert _stored(instance, SHARED) == (0, 0) and _stored(instance, OWN_B) == (0, 0)
+        assert _stored(instance, ACROSS) == (1, 0)
+
+        execute_clean(plan_clean(peered, instance, airflow=False), instance, airflow=False)
+        assert all(_stored(instance, key) == (0, 0) for key in (ACROSS, OWN_X))
+
+
+def test_reset_forgets_the_failing_tasks_of_the_cleaned_dags(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    name = "unit_peered__airflow_dag_runs"
+    feed = FeedState.initial(datetime(2026, 1, 1, tzinfo=timezone.utc), timedelta(hours=1))
+    before = SensorCursor(
+        feed=feed, status={"a": False}, tasks=feed.copy(), task_failing={"a/load", "ab/load", "b/load"}
+    )
+    written = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "sensor",
+            "cursor",
+            "-f",
+            str(DEFS_DIR / "clean_sensor_only.py"),
+            name,
+            "--set",
+            before.to_json(),
+        ],
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert written.returncode == 0, written.stderr
+
+    def cursor(instance: dg.DagsterInstance) -> SensorCursor:
+        (state,) = compat.stored_sensor_states(instance, name)
+        assert state.cursor is not None
+        return SensorCursor.from_json(state.cursor)
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        # A DAG with a mapped asset kept (task_dag_ids leaves it out) keeps its failing tasks.
+        assert reset_sensor_status(instance, name, ["a"], task_dag_ids=[]) == (1, None)
+        assert cursor(instance).status == {} and cursor(instance).task_failing == {
+            "a/load",
+            "ab/load",
+            "b/load",
+        }
+        # By default a cleaned DAG's failing tasks go with its status ("ab/..." is another DAG's).
+        assert reset_sensor_status(instance, name, ["a"]) == (1, None)
+        after = cursor(instance)
+        assert after.task_failing == {"ab/load", "b/load"}
+        assert after.tasks is not None and after.tasks.to_dict() == feed.to_dict()
+        assert after.feed.to_dict() == feed.to_dict()
+        assert reset_sensor_status(instance, name, ["a"]) == (0, None)
 
 
 # --- against real Airflow ------------------------------------------------------------------------------------

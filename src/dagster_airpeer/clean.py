@@ -22,7 +22,8 @@ from .airflow.errors import AirflowConfigError, AirflowNotFoundError
 from .events import RUN_STATUS_CHECK_NAME
 from .feed import CursorError
 from .location import load_location
-from .registry import PeeredInstance
+from .observe.events import TASK_STATUS_CHECK_NAME
+from .registry import PeeredInstance, SharedAsset, assets_to_wipe
 from .sensor import SensorCursor
 
 Progress = Callable[[str], None]
@@ -48,13 +49,15 @@ class DagCleanPlan:
     """What cleaning one DAG of one instance would delete."""
 
     dag_id: str
-    #: The assets whose Dagster history is wiped (`PeeredInstance.owned_asset_keys`).
+    #: The assets whose Dagster history is wiped (`PeeredInstance.owned_asset_keys`, less `assets_kept`).
     asset_keys: tuple[dg.AssetKey, ...]
     airflow_runs: int = 0
     #: Running and queued runs left alone (without `--include-running`).
     airflow_runs_kept: int = 0
     #: Materializations, observations and check results of `asset_keys` in Dagster.
     dagster_events: int = 0
+    #: Mapped assets of the DAG kept because a DAG that is not cleaned maps them too (`assets_to_wipe`).
+    assets_kept: tuple[SharedAsset, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,10 +152,11 @@ def plan_clean(
     checks_by_asset: dict[dg.AssetKey, set[dg.AssetCheckKey]] = {}
     for check in asset_check_keys:
         checks_by_asset.setdefault(check.asset_key, set()).add(check)
+    to_wipe = assets_to_wipe(peered, selected)
     plans = []
     for entry in peered:
         dags = selected[entry.instance.name]
-        owned = entry.owned_asset_keys(dags)
+        owned = to_wipe[entry.instance.name]
         if dagster and dagster_instance is not None:
             # Unreadable cursors fail here, not after the Airflow runs are gone.
             _cursors_to_reset(dagster_instance, entry.sensor_name, dags)
@@ -166,10 +170,15 @@ def plan_clean(
                 runs, kept = deleted, len(listed) - deleted
             events = 0
             if dagster and dagster_instance is not None:
-                for key in owned[dag_id]:
-                    checks = checks_by_asset.get(key, set()) | {dg.AssetCheckKey(key, RUN_STATUS_CHECK_NAME)}
+                for key in owned[dag_id].wiped:
+                    checks = checks_by_asset.get(key, set()) | {
+                        dg.AssetCheckKey(key, RUN_STATUS_CHECK_NAME),
+                        dg.AssetCheckKey(key, TASK_STATUS_CHECK_NAME),
+                    }
                     events += _count_dagster_events(dagster_instance, key, checks)
-            dag_plans.append(DagCleanPlan(dag_id, owned[dag_id], runs, kept, events))
+            dag_plans.append(
+                DagCleanPlan(dag_id, owned[dag_id].wiped, runs, kept, events, owned[dag_id].kept)
+            )
             progress(f"{entry.instance.name}: checked {dag_id}")
         plans.append(InstanceCleanPlan(entry, tuple(dag_plans)))
     return plans
@@ -205,12 +214,23 @@ def execute_clean(
         dag_ids = tuple(d.dag_id for d in plan.dags)
         if dagster and dagster_instance is not None and plan.dags:
             wait_for_ticks_in_flight(dagster_instance, plan.peered.sensor_name, progress, sensor_wait_timeout)
-            keys = [key for dag in plan.dags for key in dag.asset_keys]
+            keys = list(dict.fromkeys(key for dag in plan.dags for key in dag.asset_keys))
             dagster_instance.wipe_assets(keys)
             wiped = len(keys)
             progress(f"{plan.name}: wiped the Dagster history of {wiped} assets")
+            for dag in plan.dags:
+                for shared in dag.assets_kept:
+                    warnings.append(
+                        f"asset {shared.key.to_user_string()} of DAG {dag.dag_id} kept: it is also mapped to "
+                        f"{', '.join(shared.unselected)}, which were not cleaned"
+                    )
             reset, warning = reset_sensor_status(
-                dagster_instance, plan.peered.sensor_name, dag_ids, progress, sensor_wait_timeout
+                dagster_instance,
+                plan.peered.sensor_name,
+                dag_ids,
+                progress,
+                sensor_wait_timeout,
+                task_dag_ids=[d.dag_id for d in plan.dags if not d.assets_kept],
             )
             warnings.extend([warning] if warning else [])
         runs, kept = deleted[plan.name]
@@ -230,9 +250,11 @@ def clean_peered_instance(
 ) -> CleanReport:
     """Validate, then delete the runs of the peered DAGs in Airflow and wipe their assets' history in Dagster.
 
-    Running and queued runs are kept unless `include_running`. The sensor's feed position is kept (runs that
-    end after the clean are new completions and are recorded once); its last status of each cleaned DAG is
-    forgotten, so the DAG's next run reports `airflow_run_status` again.
+    Running and queued runs are kept unless `include_running`. The wiped assets are the DAG assets and the
+    mapped assets of the cleaned DAGs, less those also mapped to a DAG not cleaned (`assets_to_wipe`). The
+    sensor's feed positions are kept (runs and tasks that end after the clean are new completions and are
+    recorded once); its last status of each cleaned DAG and its failing tasks are forgotten, so the DAG's next
+    run reports `airflow_run_status` again.
     """
     plans = plan_clean(
         [peered],
@@ -303,10 +325,15 @@ def _count_dagster_events(
 
 
 def _cursors_to_reset(
-    instance: dg.DagsterInstance, sensor_name: str, dag_ids: Iterable[str]
+    instance: dg.DagsterInstance,
+    sensor_name: str,
+    dag_ids: Iterable[str],
+    task_dag_ids: Iterable[str] | None = None,
 ) -> list[tuple[compat.StoredSensorState, str]]:
-    """Stored states of the sensor whose cursor holds a status of `dag_ids`, with their cursor minus those."""
+    """Stored states of the sensor whose cursor holds a status of `dag_ids` or a failing task of
+    `task_dag_ids` (default: `dag_ids`), with their cursor minus those."""
     wanted = set(dag_ids)
+    prefixes = tuple(f"{d}/" for d in (wanted if task_dag_ids is None else set(task_dag_ids)))
     changed = []
     for state in compat.stored_sensor_states(instance, sensor_name):
         if not state.cursor:
@@ -318,9 +345,11 @@ def _cursors_to_reset(
                 f"the cursor of sensor '{sensor_name}' cannot be read ({exc}); reset it on the sensor's page "
                 "in the Dagster UI first"
             ) from exc
-        if wanted & set(cursor.status):
+        failing = {t for t in cursor.task_failing if t.startswith(prefixes)} if prefixes else set()
+        if wanted & set(cursor.status) or failing:
             for dag_id in wanted:
                 cursor.status.pop(dag_id, None)
+            cursor.task_failing -= failing
             changed.append((state, cursor.to_json()))
     return changed
 
@@ -389,8 +418,15 @@ def reset_sensor_status(
     dag_ids: Sequence[str],
     progress: Progress = lambda _: None,
     timeout: float | None = None,
+    *,
+    task_dag_ids: Sequence[str] | None = None,
 ) -> tuple[int, str | None]:
-    """Make the sensor's cursor forget the last status of `dag_ids`; keep everything else (the feed position).
+    """Make the sensor's cursor forget the last status of `dag_ids` and the failing tasks of `task_dag_ids`
+    (default: `dag_ids`); keep everything else (the feed positions).
+
+    A failing task is forgotten with its assets' history, so that its next success does not pass an
+    `airflow_task_status` check whose failure was wiped. `execute_clean` leaves out the DAGs with a mapped asset
+    kept (`DagCleanPlan.assets_kept`): that asset's check keeps its failure, and the next success passes it.
 
     Returns how many stored states were rewritten and a warning if the reset could not be confirmed.
 
@@ -403,7 +439,7 @@ def reset_sensor_status(
     """
     rewritten = 0
     for _ in range(MAX_RESET_ROUNDS):
-        pending = _cursors_to_reset(instance, sensor_name, dag_ids)
+        pending = _cursors_to_reset(instance, sensor_name, dag_ids, task_dag_ids)
         if not pending:
             return rewritten, None
         for state, cursor in pending:
@@ -426,7 +462,7 @@ def reset_sensor_status(
                 f"sensor '{sensor_name}' did not tick within {wait:.0f} s after its cursor was reset; if a tick "
                 "was in flight it may have put a cleaned DAG's last status back: run the same clean again"
             )
-    if _cursors_to_reset(instance, sensor_name, dag_ids):
+    if _cursors_to_reset(instance, sensor_name, dag_ids, task_dag_ids):
         return rewritten, (
             f"sensor '{sensor_name}': its ticks kept putting a cleaned DAG's last status back; run the same "
             "clean again"

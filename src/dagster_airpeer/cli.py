@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
         help="delete the peered DAGs' runs in Airflow and their assets' history in Dagster",
         description=(
             "Deletes the runs of the peered DAGs in Airflow and wipes the materializations and check results of "
-            "their assets in the Dagster instance of $DAGSTER_HOME, so an example can be replayed. Without "
+            "their assets (the DAG assets and the assets mapped to the DAGs or their tasks; an asset also "
+            "mapped to a DAG that is not cleaned is kept) in the Dagster instance of $DAGSTER_HOME, so an "
+            "example can be replayed. Without "
             "--yes it is a dry run: it prints, per Airflow instance and DAG, how many Airflow runs and Dagster "
             "events would go, and deletes nothing. Name the DAGs with --dag, or pass --all. Running and queued "
             "runs are kept unless --include-running. Everything is checked before anything is deleted. Both "
@@ -82,6 +84,11 @@ def _print_plan(plans: Sequence[InstanceCleanPlan], *, airflow: bool, dagster: b
             if dagster:
                 parts.append(f"{dag.dagster_events} Dagster events of {len(dag.asset_keys)} assets")
             _say(f"{plan.name} / {dag.dag_id}: would delete {', '.join(parts)}")
+            for shared in dag.assets_kept if dagster else ():
+                _say(
+                    f"{plan.name} / {dag.dag_id}: would keep asset {shared.key.to_user_string()}, also mapped to "
+                    f"{', '.join(shared.unselected)} (not cleaned)"
+                )
 
 
 def _clean(args: argparse.Namespace) -> int:
