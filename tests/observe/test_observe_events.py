@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 import pytest
 
-from dagster_airpeer.airflow.models import DagRun, TaskInstance
+from dagster_airpeer.airflow.errors import AirflowConnectionError
+from dagster_airpeer.airflow.instance import AirflowInstance
+from dagster_airpeer.airflow.models import DagRun, RunsPage, TaskInstance, TaskInstancesPage
 from dagster_airpeer.events import COMPLETION_METADATA_KEY
 from dagster_airpeer.observe.events import TASK_STATUS_CHECK_NAME, TaskEvents, partitions_by_key
 from dagster_airpeer.observe.index import ObservedMappings
+from dagster_airpeer.sensor import DagAssetResolver, SensorCursor, SensorSettings, build_dag_run_sensor
 
 END = datetime(2026, 3, 5, 12, tzinfo=timezone.utc)
 LOGICAL = datetime(2026, 3, 5, 10, 30, tzinfo=timezone.utc)
@@ -329,3 +333,108 @@ def test_a_run_and_a_task_instance_of_the_same_run_have_different_completion_ids
     events.add_task_instances([_ti()])
     ids = [_completion(e) for e in [*events.run_events, *events.events]]
     assert len(ids) == len(set(ids)) == 4
+
+
+# --- the sensor, against a fake AirflowInstance: the task feed fails on its own ------------------------------
+
+
+class _FakeInstance:
+    """What the sensor asks of an `AirflowInstance`, in memory; `tasks_down` makes the task listing fail."""
+
+    name = "inst"
+    webserver_url = "http://airflow.example"
+    api_version = "v2"
+    page_size = 100
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.runs: list[DagRun] = []
+        self.tis: list[TaskInstance] = []
+        self.tasks_down = False
+        self.task_requests = 0
+
+    def deadline(self, seconds: float) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def server_time(self) -> datetime:
+        return self.now
+
+    def run_url(self, dag_id: str, run_id: str) -> str:
+        return f"{self.webserver_url}/dags/{dag_id}/runs/{run_id}"
+
+    def list_finished_runs(self, *, end_date_gte: datetime, end_date_lte: datetime | None = None,
+                           order_by: str = "end_date", offset: int = 0, limit: int | None = None,
+                           dag_ids: Any = None) -> RunsPage:  # fmt: skip
+        rows = sorted(
+            (
+                r
+                for r in self.runs
+                if r.end_date is not None
+                and end_date_gte <= r.end_date
+                and (end_date_lte is None or r.end_date <= end_date_lte)
+                and (dag_ids is None or r.dag_id in dag_ids)
+            ),
+            key=lambda r: (r.end_date, r.run_id) if order_by == "end_date" else (r.run_id,),
+        )
+        page = rows[offset : offset + (limit or self.page_size)]
+        return RunsPage(runs=tuple(page), total_entries=len(rows), server_time=self.now)
+
+    def list_finished_task_instances(self, *, end_date_gte: datetime, end_date_lte: datetime | None = None,
+                                     dag_ids: Any = None, offset: int = 0, limit: int | None = None,
+                                     order_by: str | None = None) -> TaskInstancesPage:  # fmt: skip
+        self.task_requests += 1
+        if self.tasks_down:
+            raise AirflowConnectionError("Airflow instance 'inst' did not answer (test)")
+        rows = [
+            t
+            for t in self.tis
+            if t.end_date is not None
+            and end_date_gte <= t.end_date
+            and (end_date_lte is None or t.end_date <= end_date_lte)
+            and (dag_ids is None or t.dag_id in dag_ids)
+        ]
+        page = rows[offset : offset + (limit or self.page_size)]
+        return TaskInstancesPage(task_instances=tuple(page), total_entries=len(rows), server_time=self.now)
+
+    def list_mapped_task_instances(self, dag_id: str, run_id: str, task_id: str) -> list[TaskInstance]:
+        return []
+
+
+def test_a_task_feed_outage_keeps_the_run_events_and_reads_the_task_instances_next_tick() -> None:
+    fake = _FakeInstance(END + timedelta(minutes=10))
+    dag_key = dg.AssetKey(["inst", "dag", "d"])
+    fake.runs.append(_run("success"))
+    fake.tis.append(_ti(end_date=END - timedelta(seconds=5)))
+    instance = cast(AirflowInstance, fake)
+    sensor = build_dag_run_sensor(
+        instance=instance,
+        resolver=DagAssetResolver(instance, {"d": dag_key}, lambda dag: dag_key, None),
+        settings=SensorSettings(),
+        user_checks_by_asset={},
+        checks_job=None,
+        observed=MAPPINGS,
+    )
+
+    def tick(cursor: str | None) -> tuple[list[tuple[str, dg.AssetKey]], str]:
+        result = sensor(dg.build_sensor_context(cursor=cursor))
+        assert isinstance(result, dg.SensorResult) and result.cursor is not None
+        events = [(type(e).__name__, e.asset_key) for e in result.asset_events]
+        return events, result.cursor
+
+    fake.tasks_down = True
+    first, cursor = tick(None)
+    # The run's events (its DAG asset, and REPORT, mapped to the whole DAG) are kept; the task's are not built.
+    assert sorted(first, key=str) == sorted(
+        [("AssetMaterialization", dag_key), ("AssetMaterialization", REPORT)], key=str
+    )
+    assert fake.task_requests >= 1
+    stored = SensorCursor.from_json(cursor)
+    # The task feed stays where it started (the first tick's lookback), while the run feed moved on.
+    assert stored.tasks is not None and not stored.tasks.seen
+    assert stored.tasks.watermark == fake.now - SensorSettings().lookback < stored.feed.watermark
+
+    fake.tasks_down = False
+    second, cursor = tick(cursor)
+    assert second == [("AssetMaterialization", CLEAN), ("AssetMaterialization", RAW)]
+    third, _ = tick(cursor)
+    assert third == []  # each recorded once
