@@ -323,6 +323,7 @@ def build_defs_from_snapshot(
         PeeredInstance(
             instance=airflow_instance,
             asset_keys_by_dag_id=dag_keys,
+            mapped_asset_keys_by_dag_id=observed.mappings.keys_of_dag,
             sensor_name=sensor.name,
             late_commit_window=late_commit_window,
             sensor_minimum_interval_seconds=sensor_minimum_interval_seconds,

@@ -4,7 +4,12 @@ import os
 
 import dagster as dg
 
-from dagster_airpeer import AirflowBasicAuthBackend, AirflowInstance, build_defs_from_airflow_instance
+from dagster_airpeer import (
+    AirflowBasicAuthBackend,
+    AirflowInstance,
+    assets_with_task_mappings,
+    build_defs_from_airflow_instance,
+)
 
 
 @dg.asset_check(asset=dg.AssetKey(["daemon_peered", "dag", "airpeer_ok"]))
@@ -17,6 +22,22 @@ def merged_later_check() -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=True, metadata={"checked_by": "a Definitions merged later"})
 
 
+@dg.asset_check(asset=dg.AssetKey("daemon_first_out"))
+def first_out_check() -> dg.AssetCheckResult:
+    """A user check on a task-mapped asset (observe): run by the sensor's checks job after each materialization."""
+    return dg.AssetCheckResult(passed=True, metadata={"checked_by": "daemon test"})
+
+
+# Observe: the tasks of airpeer_observe_steps, each building one asset.
+mapped = assets_with_task_mappings(
+    dag_id="airpeer_observe_steps",
+    task_mappings={
+        "first": [dg.AssetSpec("daemon_first_out")],
+        "gate": [dg.AssetSpec("daemon_gate_out", deps=["daemon_first_out"])],
+        "retried": [dg.AssetSpec("daemon_retried_out", deps=["daemon_gate_out"])],
+    },
+)
+
 defs = build_defs_from_airflow_instance(
     airflow_instance=AirflowInstance(
         auth_backend=AirflowBasicAuthBackend(
@@ -26,7 +47,7 @@ defs = build_defs_from_airflow_instance(
         ),
         name="daemon_peered",
     ),
-    defs=dg.Definitions(asset_checks=[ok_dag_check]),
+    defs=dg.Definitions(assets=mapped, asset_checks=[ok_dag_check, first_out_check]),
     sensor_minimum_interval_seconds=int(os.environ.get("AIRPEER_TEST_SENSOR_INTERVAL", "30")),
 )
 # A check from another Definitions merged with the result: the sensor must request it too (#13.5). (One
