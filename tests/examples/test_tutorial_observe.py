@@ -1,13 +1,15 @@
 """The tutorial's observe stage on real processes: the demo's Airflow 3.3 and `dagster dev -f observe.py`.
 
-What exists today (the definitions, built at load): the three tasks of ``rebuild_customers_list`` are mapped to
-the assets they build, the lineage is ``raw_data/raw_customers -> stg_customers -> customers -> customers_csv
--> the DAG's asset``, and each mapped asset carries its task's metadata. It is checked in-process (the stage's
-file imported against the demo's Airflow) and in the running `dagster dev` (GraphQL, and the asset graph in a
-headless Chromium, whose screenshot the tutorial README shows).
+The definitions, built at load: the three tasks of ``rebuild_customers_list`` are mapped to the assets they
+build, the lineage is ``raw_data/raw_customers -> stg_customers -> customers -> customers_csv -> the DAG's
+asset``, and each mapped asset carries its task's metadata. It is checked in-process (the stage's file imported
+against the demo's Airflow) and in the running `dagster dev` (GraphQL, and the asset graph in a headless
+Chromium, whose screenshot the tutorial README shows).
 
-Not built yet: the sensor materializing each mapped asset as its task succeeds. Its end-to-end test is here,
-skipped with the reason, ready for when the sensor records task completions.
+The sensor, end to end: a run triggered through Airflow's REST API materializes each mapped asset once, as its
+task succeeds (the first task's asset while the run is held before its last task); in-process, the sensor of
+``observe_check_on_asset.py`` requests the checks job for ``customers_csv_has_rows`` with the materialization of
+``customers_csv``.
 
 Needs the dbt manifest (`make dbt-manifest`, which `make test` runs first) and, for the screenshot, Debian's
 chromium (`make browser`).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,7 +40,9 @@ from tutorial_helpers import (
     ASSET_KEY,
     DAG_ID,
     EXAMPLE_DIR,
+    SENSOR,
     USER_CHECK,
+    Materialization,
     TutorialStack,
     TutorialStackManager,
     wait_for,
@@ -209,20 +214,133 @@ def test_asset_graph_shows_the_lineage(
     driver.save_screenshot(str(directory / "tutorial_observe_lineage.png"))
 
 
-@pytest.mark.skip(
-    reason="the airpeer sensor does not record task-level materializations yet (#10, sensor side in progress): "
-    "enable when it does"
-)
+def _set_paused(stack: TutorialStack, paused: bool) -> None:
+    with stack.airflow() as http:
+        response = http.patch(f"/dags/{DAG_ID}", json={"is_paused": paused})
+    assert response.status_code == 200, response.text
+
+
+def _task_states(stack: TutorialStack, run_id: str) -> dict[str, str | None]:
+    with stack.airflow() as http:
+        response = http.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+    response.raise_for_status()
+    return {ti["task_id"]: ti["state"] for ti in response.json()["task_instances"]}
+
+
+def _run_of(stack: TutorialStack, run_id: str) -> dict[str, Any]:
+    with stack.airflow() as http:
+        response = http.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")
+    response.raise_for_status()
+    run: dict[str, Any] = response.json()
+    return run
+
+
+def _recorded(stack: TutorialStack, key: tuple[str, ...], run_id: str) -> list[Materialization]:
+    with stack.dagster() as dagster:
+        return [m for m in dagster.materializations(key) if m.airflow_run_id == run_id]
+
+
+def _timestamp(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
 def test_each_mapped_asset_is_materialized_as_its_task_succeeds(observe_stack: TutorialStack) -> None:
-    run_id = observe_stack.trigger_dag()
-    assert observe_stack.wait_for_dag_run(run_id) == "success", observe_stack.log_tail()
-
-    def recorded(key: tuple[str, ...]) -> bool:
-        with observe_stack.dagster() as dagster:
-            return any(m.airflow_run_id == run_id for m in dagster.materializations(key))
-
-    for key, task_id in TASK_OF.items():
+    stack = observe_stack
+    run_id = stack.trigger_dag()
+    try:
+        # Hold the run after its first task: a paused DAG's running runs get no new task instances (Airflow's
+        # scheduler skips them), so export_customers cannot end before the sensor has had its ticks.
         wait_for(
-            f"a materialization of {'/'.join(key)} for {task_id} of {run_id}", lambda k=key: recorded(k), 180
+            f"load_raw_customers of {run_id} to succeed",
+            lambda: _task_states(stack, run_id).get("load_raw_customers") == "success",
+            180,
+            interval=0.5,
+            context=stack.log_tail(),
         )
-    observe_stack.wait_for_materialization(run_id)
+        _set_paused(stack, True)
+        first = wait_for(
+            f"raw_data/raw_customers recorded for {run_id}",
+            lambda: _recorded(stack, RAW_CUSTOMERS, run_id) or None,
+            180,
+            context=stack.log_tail(),
+        )
+        # Recorded while the run runs and before its last task ended.
+        assert _run_of(stack, run_id)["state"] == "running"
+        assert _task_states(stack, run_id).get("export_customers") != "success"
+        assert not _recorded(stack, CUSTOMERS_CSV, run_id)
+    finally:
+        _set_paused(stack, False)
+    assert stack.wait_for_dag_run(run_id) == "success", stack.log_tail()
+
+    found = {
+        key: wait_for(
+            f"a materialization of {'/'.join(key)} for {task_id} of {run_id}",
+            lambda k=key: _recorded(stack, k, run_id) or None,
+            180,
+            context=stack.log_tail(),
+        )
+        for key, task_id in TASK_OF.items()
+    }
+    stack.wait_for_materialization(run_id)
+    # One tick more that started after the last of them was stored: it must add nothing.
+    last_stored = max(m.timestamp_ms for ms in found.values() for m in ms) / 1000
+
+    def later_tick() -> bool:
+        with stack.dagster() as dagster:
+            ticks = dagster.sensor_ticks(OBSERVE_DEFS.name, SENSOR)
+        return any(t.timestamp > last_stored and t.status in ("SUCCESS", "SKIPPED") for t in ticks)
+
+    wait_for("a sensor tick after the materializations", later_tick, 120, context=stack.log_tail())
+
+    run = _run_of(stack, run_id)
+    end_of = {}
+    for key, task_id in TASK_OF.items():
+        records = _recorded(stack, key, run_id)
+        assert len(records) == 1, (key, records)  # once per task completion
+        metadata = records[0].metadata
+        assert metadata["airflow/dag_id"] == DAG_ID, key
+        assert metadata["airflow/task_id"] == task_id, key
+        assert metadata["airflow/run_id"] == run_id, key
+        assert metadata["airflow/try_number"] == 1, key
+        end_of[key] = float(metadata["airflow/end_date"])
+        assert end_of[key] <= _timestamp(run["end_date"]), key
+    # The tasks ended in the DAG's order, and the first one was recorded before the last one ended.
+    assert end_of[RAW_CUSTOMERS] <= end_of[STG_CUSTOMERS] == end_of[CUSTOMERS] <= end_of[CUSTOMERS_CSV]
+    assert first[0].timestamp_ms / 1000 < end_of[CUSTOMERS_CSV]
+
+
+def test_the_check_on_customers_csv_is_requested_after_it_materializes(
+    observe_stack: TutorialStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # In-process, without a daemon: the sensor of observe_check_on_asset.py over the stack's Airflow history
+    # (a successful run of the DAG, the one the test above made if it ran).
+    with observe_stack.airflow() as http:
+        response = http.get(f"/dags/{DAG_ID}/dagRuns", params={"state": "success", "limit": 1})
+    response.raise_for_status()
+    if not response.json()["dag_runs"]:
+        run_id = observe_stack.trigger_dag()
+        assert observe_stack.wait_for_dag_run(run_id) == "success", observe_stack.log_tail()
+    module = load_stage(CHECK_ON_ASSET_DEFS, observe_stack, monkeypatch, tmp_path)
+    defs: dg.Definitions = module.defs
+    sensor = defs.resolve_sensor_def(SENSOR)
+    with dg.instance_for_test() as instance:
+        result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert isinstance(result, dg.SensorResult)
+        csv_events = [
+            e
+            for e in result.asset_events or []
+            if isinstance(e, dg.AssetMaterialization) and e.asset_key == dg.AssetKey(CUSTOMERS_CSV)
+        ]
+        assert csv_events, result.asset_events
+        check = dg.AssetCheckKey(dg.AssetKey(CUSTOMERS_CSV), USER_CHECK)
+        requests = result.run_requests or []
+        # One run of the sensor's job (the RunRequest names none: it is the sensor's only target), the checks job.
+        assert sensor.job_name == "airflow_instance_one__dag_asset_checks"
+        assert [(r.job_name, r.asset_check_keys) for r in requests] == [(None, [check])]
+        # The next tick has nothing new: no materialization, no check run.
+        for event in result.asset_events or []:
+            instance.report_runless_asset_event(event)
+        again = sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, definitions=defs))
+        assert isinstance(again, dg.SensorResult)
+        assert not [e for e in again.asset_events or [] if isinstance(e, dg.AssetMaterialization)]
+        assert not again.run_requests
