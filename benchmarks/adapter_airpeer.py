@@ -127,6 +127,11 @@ class AirpeerAdapter(Adapter):
     def identify(self, event: Any) -> list[Any]:
         metadata = event.metadata
         task = task_of_key(event.asset_key)
+        if task is not None and not isinstance(event, dg.AssetMaterialization):
+            # airpeer's airflow_task_status check on a task's asset: failing when the task failed for good,
+            # passing again at its next success. Counted apart from the materializations.
+            run_id = _value(metadata.get("airflow/run_id"))
+            return ["taskcheck", task[0], run_id, task[1], bool(getattr(event, "passed", False))]
         if task is not None:
             # What airpeer puts on a task's materialization must name the task the asset is mapped to.
             dag_id, task_id = task

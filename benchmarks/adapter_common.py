@@ -132,7 +132,8 @@ class Adapter:
 
         A materialization of a task-mapped asset (:func:`task_of_key`) is ``["task", dag_id, run_id, task_id,
         metadata_ok]``: DAG and task from the asset key, the run from the event's metadata; ``metadata_ok``
-        says whether the event's own task metadata agrees (None: the library puts none on it).
+        says whether the event's own task metadata agrees (None: the library puts none on it). A check
+        evaluation on such an asset is ``["taskcheck", dag_id, run_id, task_id, passed]``.
         """
         raise NotImplementedError
 

@@ -211,6 +211,10 @@ def test_observe_cases_report_every_successful_task_once(tiny_run: tuple[dict[st
         # requests follow pages of task instances (90 here), not runs (30: one request per run would be 27+).
         assert airpeer["task_check"]["expected"] == airpeer["task_check"]["successful_task_instances"]
         assert airpeer["task_instance_requests"] < 10
+        # Its airflow_task_status check fails on each task that failed for good (the last task of a failed run).
+        checks = airpeer["task_check"]
+        assert checks["failing_task_checks"] == checks["failing_task_checks_on_failed_tasks"]
+        assert checks["failing_task_checks"] == checks["seeded_failed_task_instances"] > 0
     airlift = _stack(results, 2)["mapped_sensor"]["results"]["airlift"]["runs"][0]
     # dagster-airlift 0.29.27 asks for the task instances of each successful run, one request each.
     assert airlift["task_instance_requests"] == airlift["check"]["runs_reported"]

@@ -183,8 +183,13 @@ def test_task_materializations_are_checked_against_the_seeded_task_instances() -
     good = [["task", dag, run, task, True] for dag, run, task, _, state, _ in seeded if state == "success"]
     lost_one, doubled_one = good[1:], [*good, good[0]]
     wrong = [*good, ["task", "d1", manifest.runs[0].run_id, "nope", False]]
-    airpeer = check_task_events([["mat", "d1", "r", None], *good], seeded, manifest, "airpeer")
+    checks = [
+        ["taskcheck", dag, run, task, False] for dag, run, task, _, state, _ in seeded if state == "failed"
+    ]
+    airpeer = check_task_events([["mat", "d1", "r", None], *good, *checks], seeded, manifest, "airpeer")
     assert (airpeer["expected"], airpeer["lost"], airpeer["doubled"], airpeer["unexpected"]) == (58, 0, 0, 0)
+    # airflow_task_status checks are counted apart, not as materializations.
+    assert (airpeer["failing_task_checks"], airpeer["failing_task_checks_on_failed_tasks"]) == (2, 2)
     assert check_task_events(lost_one, seeded, manifest, "airpeer")["lost"] == 1
     assert check_task_events(doubled_one, seeded, manifest, "airpeer")["doubled"] == 1
     bad = check_task_events(wrong, seeded, manifest, "airpeer")
@@ -216,3 +221,16 @@ def test_a_later_run_replaces_the_observe_parts_it_measured() -> None:
     (stack,) = combine_results([earlier, later])["stacks"]
     assert stack["mapped_sensor"] == {"label": "b"}
     assert stack["mapped_loads"] == {"airpeer": 1} and stack["loads"] == {"metadata": 1}
+
+
+def test_a_run_of_the_observe_cases_only_keeps_the_exactly_once_row_before_it() -> None:
+    new = NEW.replace(
+        "| every case, every airpeer sensor run | 0 lost, 0 doubled | 0 lost over 6 runs | met |",
+        "| every case with task mappings, every airpeer sensor run | 0 lost | 0 lost over 3 runs | met |",
+    )
+    merged = merge_kept(new, OLD)
+    assert (
+        "| every case, every airpeer sensor run | 0 lost, 0 doubled | 0 lost over 50 runs | met (run of"
+        in merged
+    )
+    assert "| every case with task mappings, every airpeer sensor run |" in merged
