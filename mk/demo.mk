@@ -5,10 +5,12 @@
 #   make clean     deletes the DAG's finished Airflow runs and the asset's Dagster history; both keep running
 #
 # Ports and credentials: make demo AIRFLOW_PORT=8081 DAGSTER_PORT=3001 (or the same names as environment
-# variables); give run-dag and clean the same values. Stage 1 of the tutorial alone: TUTORIAL_STAGE=peer.
+# variables); give run-dag and clean the same values. Stage 1 of the tutorial alone: TUTORIAL_STAGE=peer; stage 3
+# (each task's assets recorded as the task succeeds): TUTORIAL_STAGE=observe or observe_check_on_asset.
 
 TUTORIAL_DIR := $(ROOT)/examples/tutorial
-# Which stage of the tutorial Dagster loads: peer_with_check (default) or peer (examples/tutorial/dagster_defs/).
+# Which stage of the tutorial Dagster loads (examples/tutorial/dagster_defs/): peer_with_check (default), peer,
+# observe or observe_check_on_asset (these two read the dbt manifest, which demo builds first).
 TUTORIAL_STAGE ?= peer_with_check
 TUTORIAL_DEFS = $(TUTORIAL_DIR)/dagster_defs/$(TUTORIAL_STAGE).py
 TUTORIAL_DAG := rebuild_customers_list

@@ -7,7 +7,8 @@
 
 Dagster then shows the lineage ``raw_data/raw_customers -> stg_customers -> customers -> customers_csv ->
 airflow_instance_one/dag/rebuild_customers_list`` and, on each mapped asset, the task that builds it (task id,
-operator, a link to the task in Airflow). Airflow still runs everything.
+operator, a link to the task in Airflow). Airflow still runs everything; the airpeer sensor records each mapped
+asset when its task succeeds (a materialization with the task instance's metadata, while the run may still run).
 
 The dbt manifest is built from the project by ``make dbt-manifest`` (``make demo`` does it first); it is not
 committed. ``$TUTORIAL_DBT_PROJECT_DIR`` points at the dbt project (default: ``../dbt_project``).

@@ -2,8 +2,10 @@
 
 The same definitions as ``observe.py``; the user acceptance test of ``peer_with_check.py`` now sits on the
 asset that is the file it reads (``customers_csv``, built by the task ``export_customers``) instead of on the
-DAG's asset. It can be run from that asset's Checks tab. It reads ``customers.csv`` in
-``$TUTORIAL_OUTPUT_DIR`` (default ``examples/tutorial/data/out``), which must be the directory the DAG writes to.
+DAG's asset. The sensor requests it (the job ``airflow_instance_one__dag_asset_checks``) each time it records
+``customers_csv``, as ``export_customers`` succeeds; it can also be run from that asset's Checks tab. It reads
+``customers.csv`` in ``$TUTORIAL_OUTPUT_DIR`` (default ``examples/tutorial/data/out``), which must be the
+directory the DAG writes to.
 """
 
 import os
