@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ._names import claim_instance_name
 from .airflow.assets import AirflowAsset, list_airflow_assets
 from .airflow.errors import AirflowAuthError, AirflowConfigError, AirflowNotFoundError
 from .airflow.instance import AirflowInstance
@@ -196,6 +197,8 @@ def build_defs_from_airflow_instance(
             "build_defs_from_airflow_instance(airflow_instance=...) expects a dagster_airpeer.AirflowInstance, "
             f"got {type(airflow_instance).__name__}"
         )
+    # Before any request: a second instance of this name in the code location is refused (_names.py).
+    claim_instance_name(airflow_instance.name)
     settings = SensorSettings(
         minimum_interval_seconds=sensor_minimum_interval_seconds,
         default_status=default_sensor_status,
