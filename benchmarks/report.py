@@ -1429,6 +1429,8 @@ def render(results: dict[str, Any]) -> str:
 
 #: The soak run (`make soak`, reliability/soak.py) writes its figures between these markers of the same file.
 _KEPT = re.compile(r"<!-- soak:start -->.*?<!-- soak:end -->", re.S)
+#: benchmarks/component_loads.py writes its section between these markers; kept as it is, before the soak block.
+_COMPONENT = re.compile(r"<!-- component-loads:start -->.*?<!-- component-loads:end -->", re.S)
 
 
 _HEADING = re.compile(r"^(#{2,4}) (.+)$")
@@ -1532,7 +1534,10 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
     text = render(results)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     if results.get("partial") and not results.get("tiny") and old:
-        text = merge_kept(text, _KEPT.sub("", old).replace("## Soak (`make soak`)", ""))
+        text = merge_kept(text, _COMPONENT.sub("", _KEPT.sub("", old)).replace("## Soak (`make soak`)", ""))
+    component = _COMPONENT.search(old)
+    if component is not None:
+        text = text.rstrip("\n") + "\n\n" + component.group(0) + "\n"
     kept = _KEPT.search(old)
     if kept is not None:
         text = text.rstrip("\n") + "\n\n## Soak (`make soak`)\n\n" + kept.group(0) + "\n"
