@@ -648,23 +648,10 @@ class AirflowInstance:
         """
         if order_by not in ("end_date", "-end_date", "id"):
             raise AirflowConfigError(f"`order_by` must be 'end_date', '-end_date' or 'id', got {order_by!r}.")
-        page_limit = self._page_limit(offset, limit)
-        if isinstance(dag_ids, str):
-            raise AirflowConfigError("`dag_ids` must be a list of DAG ids, not a single string.")
-        body: dict[str, Any] = {
-            "states": list(TERMINAL_RUN_STATES),
-            "end_date_gte": _iso(end_date_gte, "end_date_gte"),
-            "order_by": order_by,
-            "page_offset": offset,
-            "page_limit": page_limit,
-        }
-        if end_date_lte is not None:
-            body["end_date_lte"] = _iso(end_date_lte, "end_date_lte")
-        if dag_ids is not None:
-            if not dag_ids:
-                # Airflow 2 reads an empty list as "every DAG"; we mean none.
-                return RunsPage(runs=(), total_entries=0, server_time=self.server_time())
-            body["dag_ids"] = list(dag_ids)
+        body = self._finished_body(end_date_gte, end_date_lte, dag_ids, offset, limit)
+        if body is None:
+            return RunsPage(runs=(), total_entries=0, server_time=self.server_time())
+        body.update(states=list(TERMINAL_RUN_STATES), order_by=order_by)
         v = self.api_version
         result = self._http.call(
             "POST",
@@ -678,6 +665,32 @@ class AirflowInstance:
             total_entries=result.value.total_entries,
             server_time=self._http.date_of(result.response),
         )
+
+    def _finished_body(
+        self,
+        end_date_gte: datetime,
+        end_date_lte: datetime | None,
+        dag_ids: Sequence[str] | None,
+        offset: int,
+        limit: int | None,
+    ) -> dict[str, Any] | None:
+        """The request body both listings of finished runs and task instances share; None when `dag_ids` is
+        empty (Airflow reads an empty list as "every DAG"; we mean none, so no request is sent)."""
+        page_limit = self._page_limit(offset, limit)
+        if isinstance(dag_ids, str):
+            raise AirflowConfigError("`dag_ids` must be a list of DAG ids, not a single string.")
+        body: dict[str, Any] = {
+            "end_date_gte": _iso(end_date_gte, "end_date_gte"),
+            "page_offset": offset,
+            "page_limit": page_limit,
+        }
+        if end_date_lte is not None:
+            body["end_date_lte"] = _iso(end_date_lte, "end_date_lte")
+        if dag_ids is not None:
+            if not dag_ids:
+                return None
+            body["dag_ids"] = list(dag_ids)
+        return body
 
     def _page_limit(self, offset: int, limit: int | None) -> int:
         """Check the paging arguments of a one-page call; returns the page size to ask for."""
@@ -713,17 +726,14 @@ class AirflowInstance:
             total_entries=result.value.total_entries,
         )
 
-    def list_task_instances(self, dag_id: str, run_id: str) -> list[TaskInstance]:
-        """The task instances of one DAG run."""
-        v = self.api_version
-        path = f"/api/{v}/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances"
-        endpoint = f"GET /api/{v}/dags/{{dag_id}}/dagRuns/{{run_id}}/taskInstances"
+    def _task_instance_listing(self, path: str, endpoint: str, what: str) -> list[TaskInstance]:
+        """Every task instance of a GET listing of task instances (pages overlap, see `_collect`)."""
 
         def fetch(offset: int, limit: int) -> tuple[list[TaskInstance], int | None]:
             result = self._http.call(
                 "GET",
                 path,
-                what=f"run {run_id!r} of DAG {dag_id!r}",
+                what=what,
                 params={"limit": limit, "offset": offset},
                 parse=p.parser(p.TaskInstancesWire, endpoint),
             )
@@ -733,6 +743,15 @@ class AirflowInstance:
             )
 
         return self._collect(fetch, key=lambda t: (t.task_id, t.map_index))
+
+    def list_task_instances(self, dag_id: str, run_id: str) -> list[TaskInstance]:
+        """The task instances of one DAG run."""
+        v = self.api_version
+        return self._task_instance_listing(
+            f"/api/{v}/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances",
+            f"GET /api/{v}/dags/{{dag_id}}/dagRuns/{{run_id}}/taskInstances",
+            f"run {run_id!r} of DAG {dag_id!r}",
+        )
 
     def list_finished_task_instances(
         self,
@@ -752,22 +771,10 @@ class AirflowInstance:
         `order_by` is sent to Airflow 3 only. A failed try that Airflow will retry is `up_for_retry`, so it is
         not listed; the try that ends the task instance is.
         """
-        page_limit = self._page_limit(offset, limit)
-        if isinstance(dag_ids, str):
-            raise AirflowConfigError("`dag_ids` must be a list of DAG ids, not a single string.")
-        body: dict[str, Any] = {
-            "state": list(TERMINAL_TASK_STATES),
-            "end_date_gte": _iso(end_date_gte, "end_date_gte"),
-            "page_offset": offset,
-            "page_limit": page_limit,
-        }
-        if end_date_lte is not None:
-            body["end_date_lte"] = _iso(end_date_lte, "end_date_lte")
-        if dag_ids is not None:
-            if not dag_ids:
-                # Airflow reads an empty list as "every DAG"; we mean none.
-                return TaskInstancesPage(task_instances=(), total_entries=0, server_time=self.server_time())
-            body["dag_ids"] = list(dag_ids)
+        body = self._finished_body(end_date_gte, end_date_lte, dag_ids, offset, limit)
+        if body is None:
+            return TaskInstancesPage(task_instances=(), total_entries=0, server_time=self.server_time())
+        body["state"] = list(TERMINAL_TASK_STATES)
         v = self.api_version
         if order_by is not None and v == "v2":
             body["order_by"] = order_by
@@ -792,24 +799,12 @@ class AirflowInstance:
     def list_mapped_task_instances(self, dag_id: str, run_id: str, task_id: str) -> list[TaskInstance]:
         """Every map index of one dynamically mapped (`.expand`) task in one DAG run, by map index."""
         v = self.api_version
-        path = f"/api/{v}/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/listMapped"
-        endpoint = f"GET /api/{v}/dags/{{dag_id}}/dagRuns/{{run_id}}/taskInstances/{{task_id}}/listMapped"
-
-        def fetch(offset: int, limit: int) -> tuple[list[TaskInstance], int | None]:
-            result = self._http.call(
-                "GET",
-                path,
-                what=f"the map indexes of task {task_id!r} in run {run_id!r} of DAG {dag_id!r}",
-                # Airflow 2.11 refuses `order_by=map_index` here (HTTP 400): sorted below instead.
-                params={"limit": limit, "offset": offset},
-                parse=p.parser(p.TaskInstancesWire, endpoint),
-            )
-            return (
-                [p.task_instance_from_wire(t) for t in result.value.task_instances],
-                result.value.total_entries,
-            )
-
-        found = self._collect(fetch, key=lambda t: t.map_index)
+        # Airflow 2.11 refuses `order_by=map_index` on this listing (HTTP 400): sorted here instead.
+        found = self._task_instance_listing(
+            f"/api/{v}/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/listMapped",
+            f"GET /api/{v}/dags/{{dag_id}}/dagRuns/{{run_id}}/taskInstances/{{task_id}}/listMapped",
+            f"the map indexes of task {task_id!r} in run {run_id!r} of DAG {dag_id!r}",
+        )
         return sorted(found, key=lambda t: t.map_index)
 
     # -- UI links -------------------------------------------------------------------------------------------

@@ -224,7 +224,47 @@ class _Tick:
                 self.newest_end = run.end_date
 
 
-class CompletionFeed:
+class _FeedSettings:
+    """What the run feed and the task feed are told about a tick (validated once, here)."""
+
+    def __init__(
+        self,
+        *,
+        late_commit_window: timedelta,
+        full_reread_window: timedelta,
+        time_budget: float,
+        max_completions: int,
+        parallel: int,
+        page_size: int,
+        clock: Callable[[], float],
+        executor: Executor | None,
+    ) -> None:
+        if late_commit_window < timedelta(0):
+            raise ValueError("late_commit_window must not be negative")
+        if full_reread_window < timedelta(0):
+            raise ValueError("full_reread_window must not be negative")
+        if parallel < 1:
+            raise ValueError(f"parallel must be >= 1, got {parallel}")
+        self._late = late_commit_window
+        self._fresh = min(full_reread_window, late_commit_window)
+        self._budget = time_budget
+        self._max = max_completions
+        self._parallel = parallel
+        self._page_size = page_size
+        self._clock = clock
+        self._executor = executor
+
+    def _executor_for_tick(self) -> tuple[Executor, bool]:
+        """The tick's executor, and whether the tick owns it (a thread pool of `parallel` threads, shut down
+        at the tick's end) or was given one (tests pass an `InlineExecutor` for a fixed order of requests)."""
+        if self._executor is not None:
+            return self._executor, False
+        if self._parallel > 1:
+            return ThreadPoolExecutor(self._parallel, thread_name_prefix="airpeer-feed"), True
+        return InlineExecutor(), False
+
+
+class CompletionFeed(_FeedSettings):
     """Reads new completions from Airflow, exactly once, within a time budget.
 
     Args:
@@ -257,21 +297,18 @@ class CompletionFeed:
         clock: Callable[[], float] = time.monotonic,
         executor: Executor | None = None,
     ) -> None:
-        if late_commit_window < timedelta(0):
-            raise ValueError("late_commit_window must not be negative")
-        if parallel < 1:
-            raise ValueError(f"parallel must be >= 1, got {parallel}")
-        if full_reread_window < timedelta(0):
-            raise ValueError("full_reread_window must not be negative")
+        _FeedSettings.__init__(
+            self,
+            late_commit_window=late_commit_window,
+            full_reread_window=full_reread_window,
+            time_budget=time_budget,
+            max_completions=max_completions,
+            parallel=parallel,
+            page_size=page_size,
+            clock=clock,
+            executor=executor,
+        )
         self._source = source
-        self._late = late_commit_window
-        self._fresh = min(full_reread_window, late_commit_window)
-        self._budget = time_budget
-        self._max = max_completions
-        self._parallel = parallel
-        self._page_size = page_size
-        self._clock = clock
-        self._executor = executor
 
     def poll(
         self, state: FeedState, on_completions: Callable[[Sequence[DagRun]], None] | None = None
@@ -384,14 +421,7 @@ class CompletionFeed:
     # ------------------------------------------------------------------ reading
 
     def _read(self, verify: list[Span], main: list[Span], tick: _Tick) -> None:
-        own_pool = self._executor is None and self._parallel > 1
-        executor: Executor = (
-            self._executor
-            if self._executor is not None
-            else ThreadPoolExecutor(self._parallel, thread_name_prefix="airpeer-feed")
-            if own_pool
-            else InlineExecutor()
-        )
+        executor, own_pool = self._executor_for_tick()
         started = self._clock()
         in_flight: dict[Future[RunsPage], tuple[list[Span], Span, PageRequest]] = {}
         over = stopping = False

@@ -35,14 +35,14 @@ import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from ..airflow.errors import AirflowError, AirflowResponseError
 from ..airflow.models import TaskInstance, TaskInstancesPage
-from .poll import InlineExecutor
+from .poll import _FeedSettings
 from .spans import ONE_MICROSECOND
 from .state import FeedState, iso
 
@@ -154,7 +154,7 @@ class _Part:
         return [r for r in self.ranges if r.status == "pending"]
 
 
-class TaskCompletionFeed:
+class TaskCompletionFeed(_FeedSettings):
     """Reads task instances that ended, exactly once, within a time budget (see the module docstring).
 
     Args:
@@ -181,23 +181,19 @@ class TaskCompletionFeed:
         clock: Callable[[], float] = time.monotonic,
         executor: Executor | None = None,
     ) -> None:
-        if full_reread_window is None:
-            full_reread_window = late_commit_window
-        if late_commit_window < timedelta(0) or full_reread_window < timedelta(0):
-            raise ValueError("late_commit_window and full_reread_window must not be negative")
-        if parallel < 1:
-            raise ValueError(f"parallel must be >= 1, got {parallel}")
         if page_size < 2:
             raise ValueError(f"page_size must be >= 2, got {page_size}")
+        super().__init__(
+            late_commit_window=late_commit_window,
+            full_reread_window=late_commit_window if full_reread_window is None else full_reread_window,
+            time_budget=time_budget,
+            max_completions=max_completions,
+            parallel=parallel,
+            page_size=page_size,
+            clock=clock,
+            executor=executor,
+        )
         self._source = source
-        self._late = late_commit_window
-        self._fresh = min(full_reread_window, late_commit_window)
-        self._budget = time_budget
-        self._max = max_completions
-        self._parallel = parallel
-        self._page_size = page_size
-        self._clock = clock
-        self._executor = executor
 
     def poll(
         self,
@@ -305,14 +301,7 @@ class _TaskTick:
 
     def _read(self) -> None:
         feed = self.feed
-        own_pool = feed._executor is None and feed._parallel > 1
-        executor: Executor = (
-            feed._executor
-            if feed._executor is not None
-            else ThreadPoolExecutor(feed._parallel, thread_name_prefix="airpeer-task-feed")
-            if own_pool
-            else InlineExecutor()
-        )
+        executor, own_pool = feed._executor_for_tick()
         started = feed._clock()
         in_flight: dict[Future[TaskInstancesPage], _Request] = {}
         stopping = False
