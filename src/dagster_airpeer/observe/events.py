@@ -137,21 +137,19 @@ class TaskEvents:
                 metadata.pop("airflow/map_index", None)
             recovered = handle in self.failing
             self.failing.discard(handle)
+            description = f"Airflow task {ti.task_id} of DAG {ti.dag_id} succeeded in run {ti.run_id}."
             for key in keys:
-                record, partition = self._partition(key, ti.logical_date, f"task {handle} of run {ti.run_id}")
-                if not record:
-                    continue
-                self.events.append(
-                    dg.AssetMaterialization(
-                        asset_key=key,
-                        partition=partition,
-                        description=f"Airflow task {ti.task_id} of DAG {ti.dag_id} succeeded in run {ti.run_id}.",
-                        metadata={
-                            **metadata,
-                            COMPLETION_METADATA_KEY: event_completion(self.instance_name, completion, key),
-                        },
-                    )
+                event = self._materialization(
+                    key,
+                    ti.logical_date,
+                    f"task {handle} of run {ti.run_id}",
+                    description,
+                    metadata,
+                    completion,
                 )
+                if event is None:
+                    continue
+                self.events.append(event)
                 self.materialized.setdefault(key, []).append(completion)
                 if recovered:
                     self.events.append(self._check(key, ti, metadata, completion, passed=True))
@@ -165,23 +163,40 @@ class TaskEvents:
         end = run.end_date.isoformat() if run.end_date is not None else ""
         completion = f"run\n{run.dag_id}\n{run.run_id}\n{end}"
         for key in keys:
-            record, partition = self._partition(
-                key, run.logical_date, f"run {run.run_id} of DAG {run.dag_id}"
+            event = self._materialization(
+                key,
+                run.logical_date,
+                f"run {run.run_id} of DAG {run.dag_id}",
+                f"Airflow DAG run {run.run_id} succeeded.",
+                metadata,
+                completion,
             )
-            if not record:
-                continue
-            self.run_events.append(
-                dg.AssetMaterialization(
-                    asset_key=key,
-                    partition=partition,
-                    description=f"Airflow DAG run {run.run_id} succeeded.",
-                    metadata={
-                        **metadata,
-                        COMPLETION_METADATA_KEY: event_completion(self.instance_name, completion, key),
-                    },
-                )
-            )
-            self.run_materialized.setdefault(key, []).append(completion)
+            if event is not None:
+                self.run_events.append(event)
+                self.run_materialized.setdefault(key, []).append(completion)
+
+    def _materialization(
+        self,
+        key: dg.AssetKey,
+        logical_date: datetime | None,
+        what: str,
+        description: str,
+        metadata: dict[str, Any],
+        completion: str,
+    ) -> dg.AssetMaterialization | None:
+        """One completion's materialization of `key` (None: a partitioned asset no partition of fits)."""
+        record, partition = self._partition(key, logical_date, what)
+        if not record:
+            return None
+        return dg.AssetMaterialization(
+            asset_key=key,
+            partition=partition,
+            description=description,
+            metadata={
+                **metadata,
+                COMPLETION_METADATA_KEY: event_completion(self.instance_name, completion, key),
+            },
+        )
 
     def _check(
         self, key: dg.AssetKey, ti: TaskInstance, metadata: dict[str, Any], completion: str, *, passed: bool
