@@ -1079,9 +1079,17 @@ def _mapped_run_cell(result: dict[str, Any], run: dict[str, Any] | None) -> str:
             f"did not finish in {run['cap_s']:.0f} s ({run['events']} events in {run['ticks']} finished ticks "
             "by then)"
         )
-    totals = [r["total_s"] for r in result["runs"]]
+    totals = [r["total_s"] for r in result["runs"] if not r.get("dnf")]
+    unfinished = [r for r in result["runs"] if r.get("dnf")]
     return _s(run["total_s"]) + (
-        f" (median of {len(totals)}: {', '.join(_s(t) for t in sorted(totals))})" if len(totals) > 1 else ""
+        f" (median of {len(result['runs'])}: {', '.join(_s(t) for t in sorted(totals))}"
+        + "".join(
+            f", one did not finish in {r['cap_s']:.0f} s ({r['events']} events in {r['ticks']} ticks by then)"
+            for r in unfinished
+        )
+        + ")"
+        if len(result["runs"]) > 1
+        else ""
     )
 
 
@@ -1293,13 +1301,20 @@ def _mapped_targets(stack: dict[str, Any], where: str, tiny: bool) -> list[list[
             ]
         )
     if (n == 1000 and k == 10_000) or tiny:
+        # Judged over every airpeer run of the case, not the median one: each must catch up, no tick over 10 s.
+        all_runs = res["airpeer"]["runs"]
+        unfinished = [r for r in all_runs if r.get("dnf") or not r.get("caught_up")]
+        longest = max(r["max_tick_s"] for r in all_runs)
         ok = (
             tc is not None
             and check is not None
-            and p_run["caught_up"]
-            and p_run["max_tick_s"] <= 10
-            and tc["lost"] == tc["doubled"] == tc["unexpected"] == 0
-            and check["lost"] == check["doubled"] == 0
+            and not unfinished
+            and longest <= 10
+            and all(
+                r["task_check"]["lost"] == r["task_check"]["doubled"] == r["task_check"]["unexpected"] == 0
+                and r["check"]["lost"] == r["check"]["doubled"] == 0
+                for r in all_runs
+            )
         )
         a_run = _median_run(res.get("airlift"))
         airlift = ""
@@ -1313,7 +1328,14 @@ def _mapped_targets(stack: dict[str, Any], where: str, tiny: bool) -> list[list[
             [
                 name,
                 "no tick over 10 s, all ingested, 0 lost, 0 doubled",
-                f"longest tick {_s(p_run['max_tick_s'])} over {p_run['ticks']} ticks; "
+                f"longest tick {_s(longest)} over {len(all_runs)} runs ({p_run['ticks']} ticks in the median one)"
+                + (
+                    f"; {len(unfinished)} of the {len(all_runs)} runs did not catch up within its "
+                    f"{unfinished[0].get('cap_s') or 0:.0f} s cap"
+                    if unfinished
+                    else ""
+                )
+                + "; median run: "
                 + (
                     f"{tc['materializations']} of {tc['expected']} task materializations, {tc['lost']} lost, "
                     f"{tc['doubled']} doubled, {tc['unexpected']} unexpected; runs {check['lost']} lost, "
