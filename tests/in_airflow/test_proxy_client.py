@@ -247,7 +247,11 @@ def test_a_failed_run_fails_with_the_failed_steps_error_and_the_run_url() -> Non
         {
             "__typename": "ExecutionStepFailureEvent",
             "stepKey": "raw_customers",
-            "error": {"message": "ValueError: bad row 7\n"},
+            # Dagster wraps the raised error; the user's is the chain's last link.
+            "error": {
+                "message": 'DagsterExecutionStepExecutionError: Error occurred while executing op "raw_customers":',
+                "errorChain": [{"error": {"message": "ValueError: bad row 7\n"}}],
+            },
         },
         {"__typename": "RunFailureEvent", "message": "Execution of run failed.", "error": None},
     ]

@@ -266,8 +266,8 @@ query AirpeerProxyLogs($runId: ID!, $cursor: String) {
       hasMore
       events {
         __typename
-        ... on ExecutionStepFailureEvent { stepKey error { message } }
-        ... on RunFailureEvent { message error { message } }
+        ... on ExecutionStepFailureEvent { stepKey error { message errorChain { error { message } } } }
+        ... on RunFailureEvent { message error { message errorChain { error { message } } } }
       }
     }
     ... on RunNotFoundError { message }
@@ -326,6 +326,18 @@ class _Job:
 
 def _tags(run: Mapping[str, Any]) -> dict[str, str]:
     return {t["key"]: t["value"] for t in run.get("tags") or []}
+
+
+def _root_error(error: Any) -> str:
+    """The user's error of a Dagster error: Dagster wraps it ("Error occurred while executing op ..."),
+    the raised exception is the last link of the chain."""
+    if not isinstance(error, dict):
+        return ""
+    messages = [error.get("message") or ""] + [
+        (link.get("error") or {}).get("message") or "" for link in error.get("errorChain") or []
+    ]
+    messages = [m.strip() for m in messages if m.strip()]
+    return messages[-1] if messages else ""
 
 
 def _ok(field_value: Any, typename: str, what: str) -> Any:
@@ -426,9 +438,8 @@ class DagsterRunProxy:
                         if self.repository_name is None or repo["name"] == self.repository_name
                     )
                 elif location.get("__typename") == "PythonError":
-                    broken.append(
-                        f"{entry['name']} ({location.get('message', '').strip().splitlines()[0:1]})"
-                    )
+                    first_line = (location.get("message") or "").strip().split("\n")[0]
+                    broken.append(f"{entry['name']} ({first_line})")
             if not selectors:
                 raise DagsterJobNotFoundError(
                     f"Dagster at {self.client.url} has no loaded code location"
@@ -590,11 +601,11 @@ class DagsterRunProxy:
                 page = _ok(data["logsForRun"], "EventConnection", f"read the events of run {run_id}")
                 for event in page["events"]:
                     if event.get("__typename") == "ExecutionStepFailureEvent":
-                        error = (event.get("error") or {}).get("message", "").strip()
-                        steps.append(f"step {event.get('stepKey')!r} failed: {error}")
+                        steps.append(
+                            f"step {event.get('stepKey')!r} failed: {_root_error(event.get('error'))}"
+                        )
                     elif event.get("__typename") == "RunFailureEvent":
-                        error = (event.get("error") or {}).get("message") or event.get("message") or ""
-                        run_errors.append(error.strip())
+                        run_errors.append(_root_error(event.get("error")) or event.get("message") or "")
                 if not page["hasMore"]:
                     break
                 cursor = page["cursor"]
