@@ -15,6 +15,7 @@ from .airflow.instance import AirflowInstance
 from .airflow.models import Dag
 from .airflow.ui_urls import dag_ui_url
 from .events import RUN_STATUS_CHECK_NAME, run_metadata
+from .migrate import proxy_jobs
 from .observe import has_mappings, observe_definitions, task_lists_for, task_mapped_dag_ids
 from .observe.airflow_assets import airflow_asset_specs
 from .observe.checks import task_status_checks
@@ -340,6 +341,7 @@ def build_defs_from_snapshot(
             *([task_status_checks(airflow_instance, observed.mappings, task_keys)] if task_keys else []),
         ],
         sensors=[sensor],
-        jobs=[checks_job] if checks_job is not None else [],
+        # Migrate: one job per task-mapped Airflow task, which a proxied task launches by name.
+        jobs=[*([checks_job] if checks_job is not None else []), *proxy_jobs(observed.mappings, defs)],
     )
     return dg.Definitions.merge(peered, defs) if defs is not None else peered

@@ -550,6 +550,8 @@ def build_dag_run_sensor(
                         f"; {task_events.task_instances} mapped task instances ended, {task_result.pages} task "
                         f"pages, {'caught up' if task_result.caught_up else 'more to read next tick'}"
                     )
+                    if task_events.proxied:
+                        task_note += f", {task_events.proxied} ran in Dagster (proxied; recorded by Dagster)"
                     if task_events.waiting_map_indexes:
                         task_note += f", {task_events.waiting_map_indexes} map indexes wait for the others"
                     if task_result.interrupted is not None:

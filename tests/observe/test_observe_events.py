@@ -438,3 +438,16 @@ def test_a_task_feed_outage_keeps_the_run_events_and_reads_the_task_instances_ne
     assert second == [("AssetMaterialization", CLEAN), ("AssetMaterialization", RAW)]
     third, _ = tick(cursor)
     assert third == []  # each recorded once
+
+
+def test_a_proxied_task_is_not_materialized_again_but_its_check_follows_airflow() -> None:
+    # Migrate: a proxied task's class is `<original>ProxiedToDagster`, which Airflow records as its operator;
+    # Dagster materialized the assets in its own run.
+    events, _ = _events(failing={"d/load"})
+    events.add_task_instances([_ti(operator="PythonOperatorProxiedToDagster")])
+    assert not _materializations(events) and not events.materialized
+    assert [(c.asset_key, c.passed) for c in _checks(events)] == [(CLEAN, True), (RAW, True)]
+    assert events.proxied == 1 and not events.failing
+    # Rolled back (the flag flipped to false): the plain operator is recorded again.
+    events.add_task_instances([_ti(run_id="scheduled__2", end_date=END + timedelta(minutes=1))])
+    assert len(_materializations(events)) == 2

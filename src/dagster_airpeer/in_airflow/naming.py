@@ -25,6 +25,10 @@ RUN_MATCH_TAGS = (INSTANCE_TAG, DAG_ID_TAG, RUN_ID_TAG, TASK_ID_TAG)
 PARTITION_FMT_TAG = "airpeer/partition_fmt"
 PARTITION_TIMEZONE_TAG = "airpeer/partition_timezone"
 
+#: The class name of a proxied task ends with this (`{original class}ProxiedToDagster`). Airflow records it as the
+#: task instance's `operator`, so the peering sensor knows that Dagster materialized that task's assets itself.
+PROXIED_OPERATOR_SUFFIX = "ProxiedToDagster"
+
 #: Dagster's own tags read by the proxy.
 PARTITION_TAG = "dagster/partition"
 PARENT_RUN_ID_TAG = "dagster/parent_run_id"

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._airflow import DAG, is_plain_operator
+from .naming import PROXIED_OPERATOR_SUFFIX
 from .operator import DagsterProxyOperator
 from .proxied_state import DagProxiedFile, ProxiedState
 
@@ -26,7 +27,7 @@ def _combined_class(operator_class: type[DagsterProxyOperator], original: type[A
     combined = _COMBINED.get(key)
     if combined is None:
         combined = type(
-            f"{original.__name__}ProxiedToDagster",
+            f"{original.__name__}{PROXIED_OPERATOR_SUFFIX}",
             (operator_class, original),
             {"__module__": operator_class.__module__, "__doc__": original.__doc__},
         )

@@ -24,6 +24,7 @@ from ..airflow.models import DagRun, TaskInstance
 from ..airflow.ui_urls import run_ui_url, task_ui_url
 from ..events import COMPLETION_METADATA_KEY, AssetEvent, run_metadata
 from ..feed.tasks import task_instance_digest
+from ..in_airflow.naming import PROXIED_OPERATOR_SUFFIX
 from .index import ObservedMappings
 
 #: The built-in check on every task-mapped asset: fails when its task finally fails in Airflow.
@@ -109,6 +110,8 @@ class TaskEvents:
     run_materialized: dict[dg.AssetKey, list[str]] = field(default_factory=dict)
     task_instances: int = 0
     waiting_map_indexes: int = 0
+    #: Successes of proxied tasks: Dagster materialized their assets in its own run.
+    proxied: int = 0
     _map_cache: dict[tuple[str, str, str], list[TaskInstance]] = field(default_factory=dict)
 
     def add_task_instances(self, tis: Iterable[TaskInstance]) -> None:
@@ -137,6 +140,14 @@ class TaskEvents:
                 metadata.pop("airflow/map_index", None)
             recovered = handle in self.failing
             self.failing.discard(handle)
+            if (ti.operator or "").endswith(PROXIED_OPERATOR_SUFFIX):
+                # Migrate: the task ran in Dagster, which recorded its assets (and their checks) itself; a
+                # second materialization would double them. Its status check still follows Airflow.
+                self.proxied += 1
+                if recovered:
+                    for key in keys:
+                        self.events.append(self._check(key, ti, metadata, completion, passed=True))
+                continue
             description = f"Airflow task {ti.task_id} of DAG {ti.dag_id} succeeded in run {ti.run_id}."
             for key in keys:
                 event = self._materialization(
