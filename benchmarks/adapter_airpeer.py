@@ -27,6 +27,8 @@ from dagster_airpeer import (
     build_defs_from_airflow_instance,
 )
 
+#: Version of identify()'s check of task metadata, recorded with the versions (see versions()).
+TASK_METADATA_RULE = "2"
 #: Airflow 2's login form accepts 5 logins per 40 s from one client: one build (one login) per 8.5 s.
 LOGIN_SPACING_S = 8.5
 
@@ -136,11 +138,12 @@ class AirpeerAdapter(Adapter):
             # What airpeer puts on a task's materialization must name the task the asset is mapped to.
             dag_id, task_id = task
             run_id = _value(metadata.get("airflow/run_id"))
+            # airflow/map_index is only set for a mapped (.expand) task instance; the tasks here are not mapped.
             ok = (
                 _value(metadata.get("airflow/dag_id")) == dag_id
                 and _value(metadata.get("airflow/task_id")) == task_id
                 and run_id is not None
-                and "airflow/map_index" in metadata
+                and "airflow/map_index" not in metadata
             )
             return ["task", dag_id, run_id, task_id, ok]
         dag_id = _value(metadata.get("airflow/dag_id")) or event.asset_key.path[-1]
@@ -160,6 +163,9 @@ class AirpeerAdapter(Adapter):
             "httpx": httpx.__version__,
             # Where the code measured was imported from (the checkout, or a commit's sources on PYTHONPATH).
             "module": str(Path(dagster_airpeer.__file__).parent),
+            # Which check of a task materialization's metadata identify() applies (the report shows only "2":
+            # dag_id, task_id and run_id as seeded, no map_index on an unmapped task).
+            "task_metadata_rule": TASK_METADATA_RULE,
         }
 
 
