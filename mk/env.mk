@@ -1,4 +1,5 @@
-# Environments: uv, .venv (Airflow 3.3 + Dagster + dbt + airpeer), .venvs/airflow2 (Airflow 2.11).
+# Environments: uv, .venv (Airflow 3.3 + Dagster + dbt + airpeer), .venvs/airflow2 (Airflow 2.11),
+# .venvs/airflow3-nodagster (Airflow 3.3 with airpeer installed as in Airflow's own environment: no Dagster).
 # Every target of the project depends on `install`, so a fresh clone needs nothing but python3 and make.
 # Stamp files make a second `make install` a no-op; a stamp is redone when pyproject.toml (.venv only) or this
 # file changes (uv then only installs what is missing, in seconds).
@@ -7,6 +8,7 @@ VENV := $(ROOT)/.venv
 VENV_BIN := $(VENV)/bin
 PY := $(VENV_BIN)/python
 AIRFLOW2_VENV := $(ROOT)/.venvs/airflow2
+AIRFLOW3_NODAGSTER_VENV := $(ROOT)/.venvs/airflow3-nodagster
 
 # The interpreter the venvs are made from. uv must not try to download one (only PyPI is reachable).
 ifeq ($(origin BASE_PYTHON),undefined)
@@ -28,6 +30,7 @@ VENV_EXTRA_SPECS := "$(AIRFLOW3_SPEC)" dagster-webserver dagster-dg-cli "dagster
 
 VENV_STAMP := $(VENV)/.airpeer-installed
 AIRFLOW2_STAMP := $(AIRFLOW2_VENV)/.airpeer-installed
+AIRFLOW3_NODAGSTER_STAMP := $(AIRFLOW3_NODAGSTER_VENV)/.airpeer-installed
 
 # Bytecode is compiled at install time: PYTHONDONTWRITEBYTECODE=1 is set on these machines and without .pyc files
 # every Airflow/Dagster start is about twice as slow.
@@ -35,7 +38,7 @@ UV_INSTALL := UV_PYTHON_DOWNLOADS=never $(UV) pip install --quiet --compile-byte
 
 .PHONY: install
 
-install: $(VENV_STAMP) $(AIRFLOW2_STAMP)
+install: $(VENV_STAMP) $(AIRFLOW2_STAMP) $(AIRFLOW3_NODAGSTER_STAMP)
 
 $(UV_HOME)/bin/uv:
 	@echo "bootstrapping uv into $(UV_HOME) ..."
@@ -59,4 +62,28 @@ $(AIRFLOW2_VENV)/bin/python: | $(UV)
 $(AIRFLOW2_STAMP): $(ROOT)/mk/env.mk | $(AIRFLOW2_VENV)/bin/python
 	@echo "installing Airflow 2.11 venv ..."
 	@$(UV_INSTALL) --python "$(AIRFLOW2_VENV)/bin/python" "$(AIRFLOW2_SPEC)"
+	@touch "$@"
+
+# Airflow 3.3 as a proxy's Airflow runs it: airpeer installed the documented Airflow-side way (README, "Migrate":
+# `--no-deps`, so no Dagster) next to Airflow, which already brings httpx, pydantic, tenacity and PyYAML.
+# tests/in_airflow/test_in_airflow_runtime.py runs its Airflow 3.3 cases here (it skips them without this venv).
+# Built from uv's cache: .venv's versions (Dagster's and airpeer's own lines left out) are the constraints, so it
+# resolves to what .venv already downloaded; `--offline` first, the index only when the cache lacks something.
+$(AIRFLOW3_NODAGSTER_VENV)/bin/python: | $(UV)
+	@echo "creating $(AIRFLOW3_NODAGSTER_VENV) ..."
+	@mkdir -p "$(dir $(AIRFLOW3_NODAGSTER_VENV))"
+	@UV_PYTHON_DOWNLOADS=never $(UV) venv --quiet --python "$(BASE_PYTHON)" "$(AIRFLOW3_NODAGSTER_VENV)"
+
+$(AIRFLOW3_NODAGSTER_STAMP): $(VENV_STAMP) $(ROOT)/mk/env.mk | $(AIRFLOW3_NODAGSTER_VENV)/bin/python
+	@echo "installing Airflow 3.3 and airpeer without Dagster into $(AIRFLOW3_NODAGSTER_VENV) ..."
+	@constraints=$$(mktemp) && trap 'rm -f "$$constraints"' EXIT && \
+		$(UV) pip freeze --python "$(PY)" | grep -v -i -e '^dagster' -e '^-e' -e '@ file' > "$$constraints" && \
+		specs=("$(AIRFLOW3_SPEC)" apache-airflow-providers-standard httpx pydantic tenacity pyyaml) && \
+		py="$(AIRFLOW3_NODAGSTER_VENV)/bin/python" && \
+		{ $(UV_INSTALL) --offline --python "$$py" -c "$$constraints" "$${specs[@]}" 2>/dev/null || \
+			{ echo "  (not all of it in uv's cache: asking the index)" && \
+				$(UV_INSTALL) --python "$$py" -c "$$constraints" "$${specs[@]}"; }; }
+	@cd "$(ROOT)" && $(UV_INSTALL) --python "$(AIRFLOW3_NODAGSTER_VENV)/bin/python" --no-deps --reinstall-package dagster-airpeer .
+	@"$(AIRFLOW3_NODAGSTER_VENV)/bin/python" -c 'import importlib.util, sys; import dagster_airpeer.in_airflow; \
+		sys.exit("dagster is installed in $(AIRFLOW3_NODAGSTER_VENV)" if importlib.util.find_spec("dagster") else 0)'
 	@touch "$@"

@@ -83,3 +83,78 @@ def test_tenacity_lower_bound_computes_the_wait_before_the_stop() -> None:
     )
     assert retrying(flaky) == "ok"
     assert seen == [7.0, 7.0]
+
+
+def _imports_at_runtime(path: Path, package: str) -> set[str]:
+    """Absolute names of the modules `path` imports when it runs (`if TYPE_CHECKING:` blocks left out)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    is_init = path.name == "__init__.py"
+    here = package if is_init else package.rsplit(".", 1)[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                for other in child.orelse:
+                    visit(other)
+                continue
+            if isinstance(child, ast.Import):
+                found.update(alias.name for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = here.split(".")[: len(here.split(".")) - (child.level - 1)]
+                    name = ".".join([*base, *([child.module] if child.module else [])])
+                    found.add(name)
+                    # `from . import x` may name a submodule.
+                    found.update(f"{name}.{alias.name}" for alias in child.names)
+                elif child.module:
+                    found.add(child.module)
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def test_the_airflow_side_needs_only_the_dependencies_airflow_already_has() -> None:
+    """What `pip install --no-deps dagster-airpeer` in Airflow's environment relies on (README, "Migrate"):
+    dagster_airpeer.in_airflow and every airpeer module it reaches import only the standard library, Airflow and
+    the declared dependencies other than Dagster, all of which Airflow 2.11 and 3.x install themselves."""
+    src = PYPROJECT.parent / "src"
+    declared = {r.name.lower() for r in _declared()["dependencies"]} - {"dagster"}
+    assert declared == {"httpx", "pydantic", "tenacity", "pyyaml"}
+    third_party = {"httpx": "httpx", "pydantic": "pydantic", "tenacity": "tenacity", "yaml": "pyyaml"}
+
+    def file_of(module: str) -> Path | None:
+        base = src.joinpath(*module.split("."))
+        for candidate in (base / "__init__.py", base.with_suffix(".py")):
+            if candidate.exists():
+                return candidate
+        return None
+
+    # in_airflow's __init__ imports its names on first use (importlib), so every module of it is a start.
+    starts = [
+        f"dagster_airpeer.in_airflow.{p.stem}" for p in (src / "dagster_airpeer" / "in_airflow").glob("*.py")
+    ]
+    todo, seen, outside = ["dagster_airpeer.in_airflow", *starts], set[str](), dict[str, str]()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = file_of(module)
+        if path is None:
+            continue
+        # Importing a submodule imports its packages first.
+        parts = module.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+        for name in _imports_at_runtime(path, module):
+            top = name.split(".")[0]
+            if top == "dagster_airpeer":
+                todo.append(name)
+            elif top not in sys.stdlib_module_names and top not in ("airflow", "__future__"):
+                outside.setdefault(top, module)
+    assert "dagster_airpeer.in_airflow.proxied_state" in seen and "dagster_airpeer" in seen
+    assert set(outside) <= set(third_party), f"undeclared for the Airflow side: {outside}"
+    assert {third_party[t] for t in outside} <= declared
