@@ -15,6 +15,7 @@ from .clean import InstanceCleanPlan, execute_clean, load_definitions, plan_clea
 from .doctor import add_doctor_parser, run_doctor_command
 from .listing import add_list_parser, run_list_command
 from .location import add_location_arguments
+from .proxy_cli import add_decommission_parser, add_proxy_parser, run_decommission_command, run_proxy_command
 
 
 class _UsageError(Exception):
@@ -65,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     scope.add_argument("--dagster-only", action="store_true", help="leave Airflow's runs alone")
     add_doctor_parser(sub)
     add_list_parser(sub)
+    add_proxy_parser(sub)
+    add_decommission_parser(sub)
     return parser
 
 
@@ -147,6 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_doctor_command(args)
         if args.command == "list":
             return run_list_command(args)
+        if args.command == "proxy":
+            command = f"airpeer proxy {args.proxy_command}"
+            return run_proxy_command(args)
+        if args.command == "decommission":
+            command = f"airpeer decommission {args.decommission_command}"
+            return run_decommission_command(args)
     except _UsageError as exc:
         print(f"{command}: error: {exc}", file=sys.stderr)
         return 1
