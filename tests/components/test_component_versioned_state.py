@@ -242,3 +242,12 @@ def test_dg_list_components_lists_the_component(project: Path) -> None:
     component = [item for item in items if item["key"] == COMPONENT]
     assert len(component) == 1
     assert component[0]["summary"].startswith("Peer one Airflow instance")
+
+
+def test_without_a_storage_entry_the_instance_keeps_versions_under_dagster_home(tmp_path: Path) -> None:
+    # What docs/components.md says of a dagster.yaml with no `defs_state_storage` entry.
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path))) as instance:
+        storage = instance.defs_state_storage
+        assert storage is not None
+        assert Path(str(getattr(storage, "base_path", ""))) == tmp_path / "defs_state"
