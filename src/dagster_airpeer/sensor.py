@@ -32,6 +32,8 @@ from .observe.index import ObservedMappings
 
 #: Checks that the sensor reports itself (never run by the checks job).
 _REPORTED_CHECKS = frozenset({RUN_STATUS_CHECK_NAME, TASK_STATUS_CHECK_NAME})
+#: The share of a tick's budget the run feed may use when the task feed runs after it.
+_RUN_SHARE = 0.5
 #: The task feed gets at least this many seconds of a tick, whatever the run feed used.
 _MIN_TASK_BUDGET = 1.0
 
@@ -437,7 +439,9 @@ def build_dag_run_sensor(
         feed = CompletionFeed(
             instance,
             late_commit_window=settings.late_commit_window,
-            time_budget=settings.tick_time_budget_seconds,
+            # With task mappings the run feed leaves half the budget to the task feed, which starts after it,
+            # so a tick of both stays within the budget (plus the pages in flight).
+            time_budget=settings.tick_time_budget_seconds * (_RUN_SHARE if task_dag_ids else 1.0),
             max_completions=settings.max_runs_per_tick,
             parallel=settings.max_parallel_requests,
             page_size=instance.page_size,

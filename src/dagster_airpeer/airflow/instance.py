@@ -61,6 +61,10 @@ _REFUSED = (401, 403)
 _API_VERSIONS = ("v2", "v1")
 
 
+#: Airflow 2's batch task-instance listing takes at most this many DAG ids before airpeer uses its GET listing.
+V1_MAX_DAG_FILTER = 100
+
+
 def _q(segment: str) -> str:
     """One URL path segment: DAG and run ids may hold `/`, spaces, `+`, `:` or non-ASCII letters."""
     return quote(segment, safe="")
@@ -765,7 +769,9 @@ class AirflowInstance:
     ) -> TaskInstancesPage:
         """One page of task instances that ended (success or failed) in [end_date_gte, end_date_lte].
 
-        Exactly one request (`POST /api/{v}/dags/~/dagRuns/~/taskInstances/list`); the caller pages. Airflow 2
+        Exactly one request (`POST /api/{v}/dags/~/dagRuns/~/taskInstances/list`; on Airflow 2 without `dag_ids`
+        or with more than `V1_MAX_DAG_FILTER` of them, `GET /api/v1/dags/~/dagRuns/~/taskInstances`, which lists
+        every DAG's); the caller pages. Airflow 2
         applies no order to this listing (its batch endpoint has no `order_by`), so pages of a result larger
         than one page may overlap or miss rows: the task feed reads ranges that fit one page (feed/tasks.py).
         `order_by` is sent to Airflow 3 only. A failed try that Airflow will retry is `up_for_retry`, so it is
@@ -778,14 +784,36 @@ class AirflowInstance:
         v = self.api_version
         if order_by is not None and v == "v2":
             body["order_by"] = order_by
-        endpoint = f"POST /api/{v}/dags/~/dagRuns/~/taskInstances/list"
-        result = self._http.call(
-            "POST",
-            f"/api/{v}/dags/~/dagRuns/~/taskInstances/list",
-            what="the finished task instances",
-            json_body=body,
-            parse=p.parser(p.TaskInstancesWire, endpoint),
-        )
+        if v == "v1" and ("dag_ids" not in body or len(body["dag_ids"]) > V1_MAX_DAG_FILTER):
+            # Airflow 2 turns a list of DAG ids (given, or every DAG the login may read when none is) into one
+            # OR term per DAG in its batch endpoint, which SQLite refuses past ~1000 and any database plans
+            # slowly. Its GET listing filters the readable DAGs with IN instead; it takes no list of DAG ids,
+            # so many DAGs are read unfiltered (the sensor ignores task instances of unmapped DAGs).
+            params: dict[str, Any] = {
+                "end_date_gte": body["end_date_gte"],
+                "state": body["state"],
+                "limit": body["page_limit"],
+                "offset": body["page_offset"],
+            }
+            if "end_date_lte" in body:
+                params["end_date_lte"] = body["end_date_lte"]
+            endpoint = "GET /api/v1/dags/~/dagRuns/~/taskInstances"
+            result = self._http.call(
+                "GET",
+                "/api/v1/dags/~/dagRuns/~/taskInstances",
+                what="the finished task instances",
+                params=params,
+                parse=p.parser(p.TaskInstancesWire, endpoint),
+            )
+        else:
+            endpoint = f"POST /api/{v}/dags/~/dagRuns/~/taskInstances/list"
+            result = self._http.call(
+                "POST",
+                f"/api/{v}/dags/~/dagRuns/~/taskInstances/list",
+                what="the finished task instances",
+                json_body=body,
+                parse=p.parser(p.TaskInstancesWire, endpoint),
+            )
         return TaskInstancesPage.model_construct(
             task_instances=tuple(p.task_instance_from_wire(t) for t in result.value.task_instances),
             total_entries=(
