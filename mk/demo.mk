@@ -6,11 +6,12 @@
 #
 # Ports and credentials: make demo AIRFLOW_PORT=8081 DAGSTER_PORT=3001 (or the same names as environment
 # variables); give run-dag and clean the same values. Stage 1 of the tutorial alone: TUTORIAL_STAGE=peer; stage 3
-# (each task's assets recorded as the task succeeds): TUTORIAL_STAGE=observe or observe_check_on_asset.
+# (each task's assets recorded as the task succeeds): TUTORIAL_STAGE=observe or observe_check_on_asset; stage 4
+# (tasks proxied to Dagster one at a time, per airflow_dags/proxied_state/): TUTORIAL_STAGE=migrate.
 
 TUTORIAL_DIR := $(ROOT)/examples/tutorial
 # Which stage of the tutorial Dagster loads (examples/tutorial/dagster_defs/): peer_with_check (default), peer,
-# observe or observe_check_on_asset (these two read the dbt manifest, which demo builds first).
+# observe, observe_check_on_asset or migrate (these three read the dbt manifest, which demo builds first).
 TUTORIAL_STAGE ?= peer_with_check
 TUTORIAL_DEFS = $(TUTORIAL_DIR)/dagster_defs/$(TUTORIAL_STAGE).py
 TUTORIAL_DAG := rebuild_customers_list

@@ -62,10 +62,13 @@ $(AIRFLOW2_VENV)/bin/python: | $(UV)
 $(AIRFLOW2_STAMP): $(ROOT)/mk/env.mk | $(AIRFLOW2_VENV)/bin/python
 	@echo "installing Airflow 2.11 venv ..."
 	@$(UV_INSTALL) --python "$(AIRFLOW2_VENV)/bin/python" "$(AIRFLOW2_SPEC)"
+	@# airpeer's Airflow side, installed the documented way (no Dagster), for DAG files that proxy to Dagster
+	@# (the tutorial's). Editable, so that it follows the source as .venv does.
+	@cd "$(ROOT)" && $(UV_INSTALL) --python "$(AIRFLOW2_VENV)/bin/python" --no-deps -e .
 	@touch "$@"
 
 # Airflow 3.3 as a proxy's Airflow runs it: airpeer installed the documented Airflow-side way (README, "Migrate":
-# `--no-deps`, so no Dagster) next to Airflow, which already brings httpx, pydantic, tenacity and PyYAML.
+# `--no-deps`, so no Dagster; editable here, to follow the source) next to Airflow, which already brings httpx, pydantic, tenacity and PyYAML.
 # tests/in_airflow/test_in_airflow_runtime.py runs its Airflow 3.3 cases here (it skips them without this venv).
 # Built from uv's cache: .venv's versions (Dagster's and airpeer's own lines left out) are the constraints, so it
 # resolves to what .venv already downloaded; `--offline` first, the index only when the cache lacks something.
@@ -83,7 +86,7 @@ $(AIRFLOW3_NODAGSTER_STAMP): $(VENV_STAMP) $(ROOT)/mk/env.mk | $(AIRFLOW3_NODAGS
 		{ $(UV_INSTALL) --offline --python "$$py" -c "$$constraints" "$${specs[@]}" 2>/dev/null || \
 			{ echo "  (not all of it in uv's cache: asking the index)" && \
 				$(UV_INSTALL) --python "$$py" -c "$$constraints" "$${specs[@]}"; }; }
-	@cd "$(ROOT)" && $(UV_INSTALL) --python "$(AIRFLOW3_NODAGSTER_VENV)/bin/python" --no-deps --reinstall-package dagster-airpeer .
+	@cd "$(ROOT)" && $(UV_INSTALL) --python "$(AIRFLOW3_NODAGSTER_VENV)/bin/python" --no-deps -e .
 	@"$(AIRFLOW3_NODAGSTER_VENV)/bin/python" -c 'import importlib.util, sys; import dagster_airpeer.in_airflow; \
 		sys.exit("dagster is installed in $(AIRFLOW3_NODAGSTER_VENV)" if importlib.util.find_spec("dagster") else 0)'
 	@touch "$@"

@@ -98,9 +98,14 @@ class DemoConfig:
             "TUTORIAL_DBT_PROJECT_DIR": str(EXAMPLE_DIR / "dbt_project"),
             "TUTORIAL_OUTPUT_DIR": str(self.output_dir),
             "TUTORIAL_SENSOR_INTERVAL_SECONDS": str(self.sensor_interval),
+            # The migrate stage: where a proxied task finds Dagster, and this Airflow's name in the code
+            # location (unused while no task is proxied, as in the earlier stages).
+            "AIRPEER_DAGSTER_URL": self.dagster_url,
+            "AIRPEER_AIRFLOW_INSTANCE": "airflow_instance_one",
         }
-        # Passed through when set: the tests point the DAG at a copy of the raw CSV they can take away.
-        for name in ("TUTORIAL_RAW_CUSTOMERS_CSV", "TUTORIAL_DBT_EXECUTABLE"):
+        # Passed through when set: the tests point the DAG at a copy of the raw CSV they can take away, and at
+        # a copy of the proxied-state directory they can edit.
+        for name in ("TUTORIAL_RAW_CUSTOMERS_CSV", "TUTORIAL_DBT_EXECUTABLE", "TUTORIAL_PROXIED_STATE_DIR"):
             if os.environ.get(name):
                 env[name] = os.environ[name]
         return env
