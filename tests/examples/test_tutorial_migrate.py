@@ -20,7 +20,7 @@ from types import ModuleType
 
 import dagster as dg
 import pytest
-from tutorial_helpers import DAG_ID, EXAMPLE_DIR, TutorialStack, TutorialStackManager
+from tutorial_helpers import DAG_ID, EXAMPLE_DIR, TutorialStack, TutorialStackManager, wait_for
 
 from dagster_airpeer.in_airflow.naming import proxy_job_name
 
@@ -130,3 +130,92 @@ def test_migrate_defines_a_proxy_job_per_task_served_by_dagster_dev(
         nodes = dagster.query(_JOBS)["repositoriesOrError"]["nodes"]
     served = {j["name"] for node in nodes for j in node["jobs"]}
     assert {proxy_job_name(INSTANCE, DAG_ID, t) for t in KEYS_OF_TASK} <= served
+
+
+_RUNS_OF_AIRFLOW_RUN = """
+query ProxyRuns($value: String!) {
+  runsOrError(filter: {tags: [{key: "airpeer/run_id", value: $value}]}) {
+    ... on Runs { results { runId jobName status tags { key value } } }
+  }
+}
+"""
+
+
+def _proxied(stack: TutorialStack, *task_ids: str) -> None:
+    """Write the stack's proxied state (a copy of airflow_dags/proxied_state) with `task_ids` proxied."""
+    lines = ["tasks:"]
+    for task_id in KEYS_OF_TASK:
+        lines += [f"- id: {task_id}", f"  proxied: {'true' if task_id in task_ids else 'false'}"]
+    (stack.base / "proxied_state" / f"{DAG_ID}.yaml").write_text("\n".join(lines) + "\n")
+
+
+def _wait_for_parse(stack: TutorialStack, proxied: set[str]) -> None:
+    """Wait until Airflow's serialized DAG (re-parsed by its DAG processor) shows exactly `proxied` as proxied.
+
+    A task instance's operator comes from the serialized DAG when the scheduler creates it, and that is what
+    tells the peering sensor that Dagster records the task's assets itself; the worker, though, re-parses the
+    DAG file (and reads the YAML) when it runs the task. Triggering between the edit and the next parse would
+    proxy a task the sensor still takes for an Airflow one: the README says to wait for the UI to show it.
+    """
+
+    def parsed() -> bool:
+        with stack.airflow() as http:
+            response = http.get(f"/dags/{DAG_ID}/tasks")
+        response.raise_for_status()
+        shown = {
+            t["task_id"]
+            for t in response.json()["tasks"]
+            if "ProxiedToDagster" in str((t.get("class_ref") or {}).get("class_name"))
+            or "ProxiedToDagster" in str(t.get("operator_name"))
+        }
+        return shown == proxied
+
+    wait_for(
+        f"Airflow to parse the DAG with {sorted(proxied)} proxied", parsed, 240, context=stack.log_tail()
+    )
+
+
+def _materializations_of_run(stack: TutorialStack, key: tuple[str, ...], airflow_run_id: str) -> list[str]:
+    """Who recorded `key` for this Airflow run: the Dagster run id of each materialization ('' if sensor)."""
+    with stack.dagster() as dagster:
+        found = dagster.materializations(key, limit=200)
+        proxy_runs = dagster.query(_RUNS_OF_AIRFLOW_RUN, {"value": airflow_run_id})["runsOrError"]["results"]
+    proxy_run_ids = {r["runId"] for r in proxy_runs}
+    return [
+        m.dagster_run_id if m.dagster_run_id in proxy_run_ids else ""
+        for m in found
+        if m.airflow_run_id == airflow_run_id or m.dagster_run_id in proxy_run_ids
+    ]
+
+
+@pytest.mark.integration
+@pytest.mark.airflow3
+@pytest.mark.slow
+def test_migrate_proxies_the_load_then_rolls_it_back(migrate_stack: TutorialStack) -> None:
+    """README section 6 on the demo: load_raw_customers proxied, then back in Airflow; each asset once per run."""
+    stack = migrate_stack
+    _proxied(stack, "load_raw_customers")
+    _wait_for_parse(stack, {"load_raw_customers"})
+    run_id = stack.trigger_dag()
+    assert stack.wait_for_dag_run(run_id) == "success", stack.log_tail()
+    stack.wait_for_materialization(run_id)  # the sensor has read the run and its task instances
+    with stack.dagster() as dagster:
+        (proxy_run,) = dagster.query(_RUNS_OF_AIRFLOW_RUN, {"value": run_id})["runsOrError"]["results"]
+    assert proxy_run["jobName"] == proxy_job_name(INSTANCE, DAG_ID, "load_raw_customers")
+    assert proxy_run["status"] == "SUCCESS"
+    # The proxied task's asset: once, by Dagster's run; the tasks still in Airflow: once each, by the sensor.
+    assert _materializations_of_run(stack, ("raw_data", "raw_customers"), run_id) == [proxy_run["runId"]]
+    for key in (*KEYS_OF_TASK["build_dbt_models"], *KEYS_OF_TASK["export_customers"]):
+        assert _materializations_of_run(stack, key, run_id) == [""], key
+    assert stack.customers_csv.is_file()
+
+    # Rollback: the task runs in Airflow again, and the sensor records its asset again.
+    _proxied(stack)
+    _wait_for_parse(stack, set())
+    run_id = stack.trigger_dag()
+    assert stack.wait_for_dag_run(run_id) == "success", stack.log_tail()
+    stack.wait_for_materialization(run_id)
+    with stack.dagster() as dagster:
+        assert dagster.query(_RUNS_OF_AIRFLOW_RUN, {"value": run_id})["runsOrError"]["results"] == []
+    for key in ALL_KEYS:
+        assert _materializations_of_run(stack, key, run_id) == [""], key

@@ -285,6 +285,11 @@ def start_stack(base: Path, defs_file: Path = DEFS_FILE) -> TutorialStack:
         dagster_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "DAGSTER", "TUTORIAL"))}
     env["TUTORIAL_RAW_CUSTOMERS_CSV"] = str(raw_csv)
+    # The migrate stage's proxied state: a copy the test may edit (every task `proxied: false`, as committed).
+    shutil.copytree(
+        EXAMPLE_DIR / "airflow_dags" / "proxied_state", base / "proxied_state", dirs_exist_ok=True
+    )
+    env["TUTORIAL_PROXIED_STATE_DIR"] = str(base / "proxied_state")
     command = [
         str(PYTHON),
         str(SCRIPTS_DIR / "demo.py"),
