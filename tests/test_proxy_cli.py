@@ -25,38 +25,50 @@ from dagster_airpeer.proxy_cli import (
     scaffold_proxied_state,
 )
 from dagster_airpeer.registry import PeeredInstance
-from tests.airflow.airflow_fakes import FakeAirflow, dag_v2, json_response, make_instance, task_v2
+from tests.airflow.airflow_fakes import (
+    FakeAirflow,
+    dag_v1,
+    dag_v2,
+    json_response,
+    make_instance,
+    task_v1,
+    task_v2,
+)
+
 
 # DAG `etl`: extract >> [clean, check] >> publish, listed by Airflow out of order; `fan` has a mapped task.
-_TASKS = {
-    "etl": [
-        task_v2("publish"),
-        task_v2("check", ["publish"]),
-        task_v2("extract", ["clean", "check"]),
-        task_v2("clean", ["publish"]),
-    ],
-    "fan": [task_v2("split", ["work"]), task_v2("work", is_mapped=True)],
-}
+def _tasks(version: str) -> dict[str, list[dict[str, Any]]]:
+    task = task_v2 if version == "v2" else task_v1
+    return {
+        "etl": [
+            task("publish"),
+            task("check", ["publish"]),
+            task("extract", ["clean", "check"]),
+            task("clean", ["publish"]),
+        ],
+        "fan": [task("split", ["work"]), task("work", is_mapped=True)],
+    }
 
 
-def _fake(dags: tuple[str, ...] = ("etl", "fan")) -> FakeAirflow:
-    fake = FakeAirflow("v2")
+def _fake(dags: tuple[str, ...] = ("etl", "fan"), version: str = "v2") -> FakeAirflow:
+    fake = FakeAirflow(version)
+    dag = dag_v2 if version == "v2" else dag_v1
     fake.add(
         "GET",
-        "/api/v2/dags",
-        lambda r: json_response(200, {"dags": [dag_v2(d) for d in dags], "total_entries": len(dags)}),
+        f"/api/{version}/dags",
+        lambda r: json_response(200, {"dags": [dag(d) for d in dags], "total_entries": len(dags)}),
     )
-    for dag_id, tasks in _TASKS.items():
+    for dag_id, tasks in _tasks(version).items():
         if dag_id in dags:
             fake.add(
                 "GET",
-                f"/api/v2/dags/{dag_id}/tasks",
+                f"/api/{version}/dags/{dag_id}/tasks",
                 lambda r, t=tasks: json_response(200, {"tasks": t, "total_entries": len(t)}),
             )
         else:
             fake.add(
                 "GET",
-                f"/api/v2/dags/{dag_id}/tasks",
+                f"/api/{version}/dags/{dag_id}/tasks",
                 lambda r, d=dag_id: json_response(404, {"detail": f"DAG {d} not found"}),
             )
     return fake
@@ -70,8 +82,11 @@ def _peered(instance: AirflowInstance, dag_ids: tuple[str, ...] = ("etl", "fan")
     )
 
 
-def test_scaffold_writes_every_task_unproxied_upstream_first_and_airflow_can_load_it(tmp_path: Path) -> None:
-    peered = _peered(make_instance(_fake()))
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_scaffold_writes_every_task_unproxied_upstream_first_and_airflow_can_load_it(
+    tmp_path: Path, version: str
+) -> None:
+    peered = _peered(make_instance(_fake(version=version)))
     results = scaffold_proxied_state(peered, tmp_path / "proxied_state")
     assert [(r.dag_id, r.action, r.tasks) for r in results] == [("etl", "wrote", 4), ("fan", "wrote", 2)]
     text = (tmp_path / "proxied_state" / "etl.yaml").read_text()
