@@ -26,6 +26,7 @@ from .airflow.instance import AirflowInstance
 from .airflow.models import Dag, DagRun
 from .events import RUN_STATUS_CHECK_NAME, AssetEvent, completion_id, event_completion_id, events_for_run
 from .feed import CompletionFeed, CursorError, FeedState, TaskCompletionFeed, load_cursor_json
+from .migrate import ProxiedRuns
 from .observe.airflow_assets import poll_airflow_asset_events
 from .observe.events import TASK_STATUS_CHECK_NAME, TaskEvents
 from .observe.index import ObservedMappings
@@ -476,6 +477,11 @@ def build_dag_run_sensor(
                     partitions=partitions or {},
                     map_indexes=instance.list_mapped_task_instances,
                     failing=set(cursor.task_failing),
+                    ran_in_dagster=(
+                        ProxiedRuns(dagster_instance, instance.name).ran_in_dagster
+                        if (dagster_instance := _dagster_instance(context)) is not None
+                        else None
+                    ),
                 )
                 if observed
                 else None

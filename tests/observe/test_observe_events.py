@@ -441,13 +441,23 @@ def test_a_task_feed_outage_keeps_the_run_events_and_reads_the_task_instances_ne
 
 
 def test_a_proxied_task_is_not_materialized_again_but_its_check_follows_airflow() -> None:
-    # Migrate: a proxied task's class is `<original>ProxiedToDagster`, which Airflow records as its operator;
-    # Dagster materialized the assets in its own run.
+    # Migrate: Dagster ran the task (its run is tagged with the task instance) and recorded the assets itself.
     events, _ = _events(failing={"d/load"})
-    events.add_task_instances([_ti(operator="PythonOperatorProxiedToDagster")])
+    ran = {("d", "scheduled__1", "load")}
+    events.ran_in_dagster = lambda ti: (ti.dag_id, ti.run_id, ti.task_id) in ran
+    # The operator name is not the evidence: right after a flag flips it is the last parse's.
+    events.add_task_instances([_ti(operator="PythonOperator")])
     assert not _materializations(events) and not events.materialized
     assert [(c.asset_key, c.passed) for c in _checks(events)] == [(CLEAN, True), (RAW, True)]
     assert events.proxied == 1 and not events.failing
-    # Rolled back (the flag flipped to false): the plain operator is recorded again.
-    events.add_task_instances([_ti(run_id="scheduled__2", end_date=END + timedelta(minutes=1))])
+    # Rolled back: Airflow ran the next run itself (even if its class still says proxied): recorded again.
+    events.add_task_instances(
+        [
+            _ti(
+                run_id="scheduled__2",
+                end_date=END + timedelta(minutes=1),
+                operator="PythonOperatorProxiedToDagster",
+            )
+        ]
+    )
     assert len(_materializations(events)) == 2

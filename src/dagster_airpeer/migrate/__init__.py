@@ -6,5 +6,6 @@ that name without asking Dagster anything about assets, and launches the job by 
 """
 
 from .jobs import proxy_jobs
+from .runs import ProxiedRuns
 
-__all__ = ["proxy_jobs"]
+__all__ = ["ProxiedRuns", "proxy_jobs"]

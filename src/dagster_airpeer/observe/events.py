@@ -24,7 +24,6 @@ from ..airflow.models import DagRun, TaskInstance
 from ..airflow.ui_urls import run_ui_url, task_ui_url
 from ..events import COMPLETION_METADATA_KEY, AssetEvent, run_metadata
 from ..feed.tasks import task_instance_digest
-from ..in_airflow.naming import PROXIED_OPERATOR_SUFFIX
 from .index import ObservedMappings
 
 #: The built-in check on every task-mapped asset: fails when its task finally fails in Airflow.
@@ -100,6 +99,9 @@ class TaskEvents:
     partitions: Mapping[dg.AssetKey, dg.PartitionsDefinition]
     map_indexes: Callable[[str, str, str], list[TaskInstance]]
     failing: set[str] = field(default_factory=set)
+    #: Migrate: whether a task instance ran in Dagster (a proxied task; `migrate.ProxiedRuns`), whose run
+    #: recorded the assets itself. None: no Dagster instance to ask (a sensor context built in a test).
+    ran_in_dagster: Callable[[TaskInstance], bool] | None = None
     #: The events of task instances, and (apart, so that a task feed that fails mid-tick can drop its own
     #: events and keep these) those of DAG runs for the assets mapped to whole DAGs.
     events: list[AssetEvent] = field(default_factory=list)
@@ -140,7 +142,7 @@ class TaskEvents:
                 metadata.pop("airflow/map_index", None)
             recovered = handle in self.failing
             self.failing.discard(handle)
-            if (ti.operator or "").endswith(PROXIED_OPERATOR_SUFFIX):
+            if self.ran_in_dagster is not None and self.ran_in_dagster(ti):
                 # Migrate: the task ran in Dagster, which recorded its assets (and their checks) itself; a
                 # second materialization would double them. Its status check still follows Airflow.
                 self.proxied += 1
