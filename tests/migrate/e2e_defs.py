@@ -40,6 +40,15 @@ def mig_waited() -> None:
 
 
 @dg.asset
+def mig_held() -> None:
+    """Built by task held of airpeer_mig_timeout: runs until terminated (Airflow's timeout cancels the run)."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+    raise TimeoutError("not terminated")
+
+
+@dg.asset
 def mig_broken() -> None:
     """Built by task broken of airpeer_mig_broken: always fails."""
     raise ValueError("row 7 has no customer id")
@@ -60,6 +69,7 @@ defs = build_defs_from_airflow_instance(
                 dag_id="airpeer_mig_steps", task_mappings={"extract": [mig_extracted], "load": [mig_loaded]}
             ),
             *assets_with_task_mappings(dag_id="airpeer_mig_retry", task_mappings={"wait": [mig_waited]}),
+            *assets_with_task_mappings(dag_id="airpeer_mig_timeout", task_mappings={"held": [mig_held]}),
             *assets_with_task_mappings(dag_id="airpeer_mig_broken", task_mappings={"broken": [mig_broken]}),
         ]
     ),

@@ -13,7 +13,8 @@ parses it again, and a test waits until Airflow's REST API lists the task classe
 "Exactly once per Airflow task run": every materialization of a mapped asset is attributed to an Airflow run,
 by the sensor's metadata (`airflow/dag_id`, `airflow/run_id`) or by the tags of the Dagster run that made it
 (`airpeer/dag_id`, `airpeer/run_id`); each asset must have one, from Dagster when its task was proxied and from
-the sensor when not, after the sensor has seen the DAG run end and ticked twice more.
+the sensor when not, after the sensor has seen the DAG run end and ticked twice more. A timed-out proxied
+task must leave its Dagster run CANCELED.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 INSTANCE = "mig"
 STEPS, RETRY, BROKEN = "airpeer_mig_steps", "airpeer_mig_retry", "airpeer_mig_broken"
+TIMED_OUT = "airpeer_mig_timeout"
 EXTRACTED, LOADED = dg.AssetKey("mig_extracted"), dg.AssetKey("mig_loaded")
-WAITED, BROKEN_KEY = dg.AssetKey("mig_waited"), dg.AssetKey("mig_broken")
+WAITED, BROKEN_KEY, HELD = dg.AssetKey("mig_waited"), dg.AssetKey("mig_broken"), dg.AssetKey("mig_held")
 SENSOR = f"{INSTANCE}__airflow_dag_runs"
 TIMEOUT = 180.0
 
@@ -185,7 +187,11 @@ class E2E:
 def _start_dagster(tmp: Path, airflow: AirflowStack, port: int, release: Path) -> subprocess.Popen[bytes]:
     home = tmp / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # The daemon dequeues launched runs every second (default 5 s): each proxied task waits on it.
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\nrun_coordinator:\n  module: dagster._core.run_coordinator\n"
+        "  class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n"
+    )
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
         "DAGSTER_HOME": str(home),
@@ -195,9 +201,11 @@ def _start_dagster(tmp: Path, airflow: AirflowStack, port: int, release: Path) -
         "AIRPEER_TEST_AIRFLOW_PASSWORD": airflow.password,
         "AIRPEER_TEST_RELEASE": str(release),
     }
+    # A copy: every Dagster run loads the code location again, and must not see an edit made meanwhile.
+    defs = shutil.copy(HERE / "e2e_defs.py", tmp / "e2e_defs.py")
     dagster = Path(sys.executable).parent / "dagster"
     return subprocess.Popen(
-        [str(dagster), "dev", "-f", str(HERE / "e2e_defs.py"), "-h", "127.0.0.1", "-p", str(port)],
+        [str(dagster), "dev", "-f", str(defs), "-h", "127.0.0.1", "-p", str(port)],
         cwd=tmp,
         env=env,
         start_new_session=True,
@@ -238,6 +246,7 @@ INITIAL_STATE = {
     STEPS: "tasks:\n  - id: extract\n    proxied: false\n  - id: load\n    proxied: false\n",
     RETRY: "proxied: true\n",
     BROKEN: "tasks:\n  - id: broken\n    proxied: true\n",
+    TIMED_OUT: "proxied: true\n",
 }
 
 
@@ -275,7 +284,7 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     )
     try:
         airflow.start()
-        airflow.wait_for_dags([STEPS, RETRY, BROKEN])
+        airflow.wait_for_dags([STEPS, RETRY, BROKEN, TIMED_OUT])
     except AirflowStackError as exc:
         airflow.stop()
         pytest.fail(f"Airflow {airflow.version_label} did not start: {exc}", pytrace=False)
@@ -302,6 +311,7 @@ def _expected(proxied: bool) -> list[str]:
 
 
 def test_one_task_proxied_then_all_then_one_rolled_back(e2e: E2E) -> None:
+    runs: list[tuple[str, bool, bool]] = []
     for extract, load in [(True, False), (True, True), (False, True)]:
         proxied = {t for t, on in (("extract", extract), ("load", load)) if on}
         e2e.set_state(STEPS, _steps_state(extract, load), "airpeer_mig_dags.py", proxied)
@@ -310,11 +320,16 @@ def test_one_task_proxied_then_all_then_one_rolled_back(e2e: E2E) -> None:
         for task_id in ("extract", "load"):
             operator = e2e.task_instance(STEPS, run_id, task_id)["operator"]
             assert operator.endswith(PROXIED_OPERATOR_SUFFIX) == (task_id in proxied), (task_id, operator)
-            runs = e2e.proxy_runs(STEPS, run_id, task_id)
-            assert [r.status for r in runs] == ([dg.DagsterRunStatus.SUCCESS] if task_id in proxied else [])
-        e2e.wait_sensor_saw(STEPS, run_id)
-        assert e2e.sources(EXTRACTED, STEPS, run_id) == _expected(extract), (proxied, run_id)
-        assert e2e.sources(LOADED, STEPS, run_id) == _expected(load), (proxied, run_id)
+            launched = e2e.proxy_runs(STEPS, run_id, task_id)
+            assert [r.status for r in launched] == (
+                [dg.DagsterRunStatus.SUCCESS] if task_id in proxied else []
+            )
+        runs.append((run_id, extract, load))
+    # The sensor has seen the last run end (and so the earlier ones) and ticked twice more: counted now.
+    e2e.wait_sensor_saw(STEPS, runs[-1][0])
+    for run_id, extract, load in runs:
+        assert e2e.sources(EXTRACTED, STEPS, run_id) == _expected(extract), (run_id, extract, load)
+        assert e2e.sources(LOADED, STEPS, run_id) == _expected(load), (run_id, extract, load)
 
 
 def test_the_whole_dag_proxied(e2e: E2E) -> None:
@@ -363,3 +378,20 @@ def test_a_failing_dagster_step_fails_the_airflow_task_with_its_message(e2e: E2E
     assert "step 'mig_broken' failed" in log and "row 7 has no customer id" in log, log[-3000:]
     assert f"{e2e.dagster_url}/runs/{run.run_id}" in log
     assert e2e.sources(BROKEN_KEY, BROKEN, run_id) == []
+
+
+def test_an_airflow_timeout_terminates_the_dagster_run(e2e: E2E) -> None:
+    run_id, state = e2e.run_dag(TIMED_OUT)
+    assert state == "failed"
+    (run,) = e2e.proxy_runs(TIMED_OUT, run_id, "held")
+    done = {dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS}
+    final = _wait_for(
+        lambda: (
+            (found := e2e.instance.get_run_by_id(run.run_id)) is not None and found.status in done and found
+        ),
+        "the Dagster run of the timed-out task to end",
+        timeout=90,
+    )
+    assert final.status == dg.DagsterRunStatus.CANCELED
+    assert f"Terminated Dagster run {run.run_id}" in e2e.task_log(TIMED_OUT, run_id, "held", 1)
+    assert e2e.sources(HELD, TIMED_OUT, run_id) == []

@@ -1,13 +1,14 @@
 """DAGs of the migrate end-to-end tests (tests/migrate/test_proxy_e2e.py), for Airflow 2.11 and 3.3.
 
 ``airpeer_mig_steps`` (``extract >> load``) is proxied task by task, then as a whole, by rewriting its YAML in
-``$AIRPEER_TEST_PROXIED_STATE``; ``airpeer_mig_broken`` has one task whose Dagster asset raises.
+``$AIRPEER_TEST_PROXIED_STATE``; ``airpeer_mig_broken`` has one task whose Dagster asset raises; ``airpeer_mig_timeout`` one whose
+asset never ends, so Airflow's ``execution_timeout`` stops it.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from dagster_airpeer.in_airflow import load_proxied_state_from_yaml, proxying_to_dagster
 
@@ -40,6 +41,9 @@ with DAG(dag_id="airpeer_mig_steps", **DAG_KWARGS):
 
 with DAG(dag_id="airpeer_mig_broken", **DAG_KWARGS):
     PythonOperator(task_id="broken", python_callable=_work)
+
+with DAG(dag_id="airpeer_mig_timeout", **DAG_KWARGS):
+    PythonOperator(task_id="held", python_callable=_work, execution_timeout=timedelta(seconds=20))
 
 proxying_to_dagster(
     global_vars=globals(),
