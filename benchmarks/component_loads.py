@@ -37,10 +37,10 @@ from dagster_airpeer import AirflowInstance, AirflowInstanceComponent
 from devtools.airflow_stack import AirflowStack
 
 from .dagfiles import write_dag_files
+from .report import marked_section_markers, write_marked_section
 
 ROOT = Path(__file__).resolve().parent.parent
-START = "<!-- component-loads:start -->"
-END = "<!-- component-loads:end -->"
+START, END = marked_section_markers("component-loads")
 
 
 class _Counting(httpx.BaseTransport):
@@ -195,17 +195,7 @@ def render(results: list[dict[str, Any]]) -> str:
 
 def write_section(path: Path, results: list[dict[str, Any]]) -> None:
     """Put the section into the page at `path`, replacing the one there (before the soak block if new)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    section = render(results)
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    elif "## Soak (`make soak`)" in text:
-        before, after = text.split("## Soak (`make soak`)", 1)
-        text = before + section + "\n\n## Soak (`make soak`)" + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
+    write_marked_section(path, render(results))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,98 +17,29 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from dagster_airpeer.in_airflow.naming import PROXIED_OPERATOR_SUFFIX
 from devtools.airflow_stack import AirflowStack, free_port
+from devtools.dagster_dev import dagster_dev, wait_for
+
+from .report import marked_section_markers, write_marked_section
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
-START = "<!-- proxy-overhead:start -->"
-END = "<!-- proxy-overhead:end -->"
+START, END = marked_section_markers("proxy-overhead")
 DAG_ID, TASK_ID, INSTANCE = "airpeer_bench_proxy", "work", "bench"
 TIMEOUT = 300.0
-_LOCATION = (
-    "{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError { __typename } } } } }"
-)
-
-
-def _wait_for(predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    """Poll until `predicate()` is truthy and return it (as tests/migrate/test_proxy_e2e.py does)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.5)
 
 
 def _state(proxied: bool) -> str:
     return f"tasks:\n  - id: {TASK_ID}\n    proxied: {str(proxied).lower()}\n"
-
-
-def _start_dagster(work: Path, stack: AirflowStack, port: int) -> subprocess.Popen[bytes]:
-    home = work / "dagster_home"
-    home.mkdir()
-    # As in the e2e test: the daemon dequeues launched runs every second (default 5 s).
-    (home / "dagster.yaml").write_text(
-        "telemetry:\n  enabled: false\nrun_coordinator:\n  module: dagster._core.run_coordinator\n"
-        "  class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n"
-    )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-        "DAGSTER_HOME": str(home),
-        "PYTHONPATH": str(ROOT / "src"),
-        "AIRPEER_BENCH_AIRFLOW_URL": stack.url,
-        "AIRPEER_BENCH_AIRFLOW_USER": stack.username,
-        "AIRPEER_BENCH_AIRFLOW_PASSWORD": stack.password,
-    }
-    defs = shutil.copy(HERE / "proxy_overhead_defs.py", work / "proxy_overhead_defs.py")
-    dagster = Path(sys.executable).parent / "dagster"
-    return subprocess.Popen(
-        [str(dagster), "dev", "-f", str(defs), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=work,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=(work / "dagster.log").open("w"),
-    )
-
-
-def _dagster_ready(url: str, process: subprocess.Popen[bytes]) -> bool:
-    if process.poll() is not None:
-        raise RuntimeError(f"dagster dev exited with {process.returncode}")
-    try:
-        answer = httpx.post(f"{url}/graphql", json={"query": _LOCATION}, timeout=5)
-    except httpx.TransportError:
-        return False
-    if answer.status_code != 200:
-        return False
-    entries = answer.json()["data"]["workspaceOrError"]["locationEntries"]
-    kinds = [(e["locationOrLoadError"] or {}).get("__typename") for e in entries]
-    return kinds == ["RepositoryLocation"]
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def _seconds(item: dict[str, Any]) -> float:
@@ -131,7 +62,7 @@ def _set_proxied(stack: AirflowStack, state_dir: Path, proxied: bool) -> None:
         (task,) = [t for t in answer.json()["tasks"] if t["task_id"] == TASK_ID]
         return bool(task["class_ref"]["class_name"].endswith(PROXIED_OPERATOR_SUFFIX) == proxied)
 
-    _wait_for(shown, f"Airflow to list task {TASK_ID} as {'proxied' if proxied else 'native'}")
+    wait_for(shown, f"Airflow to list task {TASK_ID} as {'proxied' if proxied else 'native'}", TIMEOUT)
 
 
 def _one_run(stack: AirflowStack, proxied: bool) -> dict[str, float]:
@@ -173,23 +104,37 @@ def run(major: int, runs: int, warmup: int, work: Path) -> dict[str, Any]:
     )
     started = datetime.now(timezone.utc)
     figures: dict[str, Any] = {}
-    process: subprocess.Popen[bytes] | None = None
+    defs = shutil.copy(HERE / "proxy_overhead_defs.py", work / "proxy_overhead_defs.py")
+    dagster_env = {
+        "AIRPEER_BENCH_AIRFLOW_URL": stack.url,
+        "AIRPEER_BENCH_AIRFLOW_USER": stack.username,
+        "AIRPEER_BENCH_AIRFLOW_PASSWORD": stack.password,
+    }
     try:
         stack.start()
         stack.wait_for_dags([DAG_ID])
-        process = _start_dagster(work, stack, dagster_port)
-        _wait_for(lambda: _dagster_ready(dagster_url, process), "dagster dev to load the code location")
-        for proxied in (False, True):
-            _set_proxied(stack, state_dir, proxied)
-            for _ in range(warmup):  # not counted: the first run pays for cold imports and caches
-                _one_run(stack, proxied)
-            measured = [_one_run(stack, proxied) for _ in range(runs)]
-            label = "proxied" if proxied else "native"
-            figures[label] = {k: _summary([m[k] for m in measured]) for k in ("task_s", "run_s")}
+        with dagster_dev(work, Path(defs), dagster_env, port=dagster_port, timeout=TIMEOUT):
+            # Native, proxied, proxied, native: a drift of the machine over the run (load, a growing database)
+            # weighs on both sides alike instead of on whichever ran last.
+            measured: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+            first_half = (runs + 1) // 2
+            for proxied, count in (
+                (False, first_half),
+                (True, first_half),
+                (True, runs - first_half),
+                (False, runs - first_half),
+            ):
+                if count == 0:
+                    continue
+                _set_proxied(stack, state_dir, proxied)
+                if not measured[proxied]:
+                    for _ in range(warmup):  # not counted: the first run pays for cold imports and caches
+                        _one_run(stack, proxied)
+                measured[proxied] += [_one_run(stack, proxied) for _ in range(count)]
+        for proxied, label in ((False, "native"), (True, "proxied")):
+            figures[label] = {k: _summary([m[k] for m in measured[proxied]]) for k in ("task_s", "run_s")}
             print(f"proxy_overhead: {label}: {json.dumps(figures[label])}", flush=True)
     finally:
-        if process is not None:
-            _stop(process)
         stack.stop()
     return {
         "major": major,
@@ -215,7 +160,7 @@ def render(results: list[dict[str, Any]], command: str) -> str:
         f"`{command}`. One DAG with one task doing the same small work in Airflow (native) and, proxied, in its "
         "mapped Dagster asset under a real `dagster dev` (daemon dequeuing every second). Durations from "
         "Airflow's REST API: the task instance's and the DAG run's `end_date - start_date`; seconds, median "
-        "(min-max) of the runs, after untimed warm-up runs; native runs first, then proxied.",
+        "(min-max) of the runs, after untimed warm-up runs; in the order native, proxied, proxied, native.",
         "",
         "| Airflow | runs | task native | task proxied | task overhead | run native | run proxied | run overhead |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -226,7 +171,7 @@ def render(results: list[dict[str, Any]], command: str) -> str:
         run_d = proxied["run_s"]["median"] - native["run_s"]["median"]
         lines.append(
             f"| {res['airflow']} | {res['runs']} | {_cell(native['task_s'])} | {_cell(proxied['task_s'])} | "
-            f"+{task_d:.2f} | {_cell(native['run_s'])} | {_cell(proxied['run_s'])} | +{run_d:.2f} |"
+            f"{task_d:+.2f} | {_cell(native['run_s'])} | {_cell(proxied['run_s'])} | {run_d:+.2f} |"
         )
     for res in results:
         lines += [
@@ -240,16 +185,7 @@ def render(results: list[dict[str, Any]], command: str) -> str:
 
 def write_section(path: Path, section: str) -> None:
     """Put the section into the page at `path`, replacing the one there (before the soak block if new)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    elif "## Soak (`make soak`)" in text:
-        before, after = text.split("## Soak (`make soak`)", 1)
-        text = before + section + "\n\n## Soak (`make soak`)" + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
+    write_marked_section(path, section)
 
 
 def main(argv: list[str] | None = None) -> int:

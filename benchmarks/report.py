@@ -1468,8 +1468,37 @@ def render(results: dict[str, Any]) -> str:
 
 #: The soak run (`make soak`, reliability/soak.py) writes its figures between these markers of the same file.
 _KEPT = re.compile(r"<!-- soak:start -->.*?<!-- soak:end -->", re.S)
-#: benchmarks/component_loads.py writes its section between these markers; kept as it is, before the soak block.
-_COMPONENT = re.compile(r"<!-- component-loads:start -->.*?<!-- component-loads:end -->", re.S)
+#: Sections other benchmark scripts write between `<!-- name:start -->` and `<!-- name:end -->` markers
+#: (benchmarks/component_loads.py, benchmarks/proxy_overhead.py); kept as they are, before the soak block.
+MARKED_SECTIONS = ("component-loads", "proxy-overhead")
+_MARKED = [re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S) for name in MARKED_SECTIONS]
+_SOAK_HEADING = "## Soak (`make soak`)"
+
+
+def marked_section_markers(name: str) -> tuple[str, str]:
+    """The start and end markers of the section `name` of the report page."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def write_marked_section(path: Path, section: str) -> None:
+    """Put `section` (which starts and ends with its markers) into the page at `path`.
+
+    It replaces the section with the same markers, or goes before the soak block, or at the end of the page.
+    """
+    start = section.split("\n", 1)[0]
+    end = section.rstrip("\n").rsplit("\n", 1)[-1]
+    if not (start.startswith("<!-- ") and start.endswith(":start -->") and end.endswith(":end -->")):
+        raise ValueError(f"a marked section must start and end with its markers, got {start!r} ... {end!r}")
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + section + rest.split(end, 1)[1]
+    elif _SOAK_HEADING in text:
+        before, after = text.split(_SOAK_HEADING, 1)
+        text = before + section + "\n\n" + _SOAK_HEADING + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
 
 
 _HEADING = re.compile(r"^(#{2,4}) (.+)$")
@@ -1573,11 +1602,15 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
     text = render(results)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     if results.get("partial") and not results.get("tiny") and old:
-        text = merge_kept(text, _COMPONENT.sub("", _KEPT.sub("", old)).replace("## Soak (`make soak`)", ""))
-    component = _COMPONENT.search(old)
-    if component is not None:
-        text = text.rstrip("\n") + "\n\n" + component.group(0) + "\n"
+        rest = _KEPT.sub("", old)
+        for marked in _MARKED:
+            rest = marked.sub("", rest)
+        text = merge_kept(text, rest.replace(_SOAK_HEADING, ""))
+    for marked in _MARKED:
+        found = marked.search(old)
+        if found is not None:
+            text = text.rstrip("\n") + "\n\n" + found.group(0) + "\n"
     kept = _KEPT.search(old)
     if kept is not None:
-        text = text.rstrip("\n") + "\n\n## Soak (`make soak`)\n\n" + kept.group(0) + "\n"
+        text = text.rstrip("\n") + "\n\n" + _SOAK_HEADING + "\n\n" + kept.group(0) + "\n"
     path.write_text(text, encoding="utf-8")
