@@ -13,14 +13,11 @@ Needs the dbt manifest (`make dbt-manifest`, which `make test` runs first).
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import dagster as dg
 import pytest
-from tutorial_helpers import DAG_ID, EXAMPLE_DIR, TutorialStack, TutorialStackManager, wait_for
+from tutorial_helpers import DAG_ID, EXAMPLE_DIR, TutorialStack, TutorialStackManager, import_stage, wait_for
 
 from dagster_airpeer.in_airflow.naming import proxy_job_name
 
@@ -45,28 +42,10 @@ def _manifest() -> None:
         pytest.fail(f"{DBT_MANIFEST} is missing: run `make dbt-manifest`", pytrace=False)
 
 
-def _import(path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> ModuleType:
-    """Import a stage's file as `dagster dev -f` would, with the tutorial's variables pointing into tmp_path."""
-    for name, value in {
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "TUTORIAL_EXAMPLE_DIR": str(EXAMPLE_DIR),
-        "TUTORIAL_OUTPUT_DIR": str(tmp_path / "out"),
-        **env,
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("TUTORIAL_DBT_PROJECT_DIR", raising=False)
-    spec = importlib.util.spec_from_file_location(f"tutorial_stage_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_standalone_loads_and_its_job_does_the_pipelines_work(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    module = _import(STANDALONE_DEFS, monkeypatch, tmp_path)
+    module = import_stage(STANDALONE_DEFS, monkeypatch, tmp_path)
     defs: dg.Definitions = module.defs
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
@@ -109,7 +88,7 @@ query Jobs {
 def test_migrate_defines_a_proxy_job_per_task_served_by_dagster_dev(
     migrate_stack: TutorialStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    module = _import(
+    module = import_stage(
         MIGRATE_DEFS,
         monkeypatch,
         tmp_path,

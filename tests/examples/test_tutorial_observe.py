@@ -17,8 +17,6 @@ chromium (`make browser`).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -45,6 +43,7 @@ from tutorial_helpers import (
     Materialization,
     TutorialStack,
     TutorialStackManager,
+    import_stage,
     wait_for,
 )
 
@@ -99,23 +98,14 @@ def load_stage(
     path: Path, stack: TutorialStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> ModuleType:
     """Import a stage's definitions file as `dagster dev` would, against the stack's Airflow."""
-    for name, value in {
-        "AIRFLOW_URL": stack.airflow_url,
-        "AIRFLOW_USERNAME": "admin",
-        "AIRFLOW_PASSWORD": "admin",
-        # The snapshot of Airflow goes to $DAGSTER_HOME/airpeer: not the running demo's.
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "TUTORIAL_EXAMPLE_DIR": str(EXAMPLE_DIR),
-        "TUTORIAL_OUTPUT_DIR": str(tmp_path / "out"),
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("TUTORIAL_DBT_PROJECT_DIR", raising=False)
-    spec = importlib.util.spec_from_file_location(f"tutorial_stage_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    return import_stage(
+        path,
+        monkeypatch,
+        tmp_path,
+        AIRFLOW_URL=stack.airflow_url,
+        AIRFLOW_USERNAME="admin",
+        AIRFLOW_PASSWORD="admin",
+    )
 
 
 def _plain(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ copy of the raw CSV (so a test can take it away to make the DAG fail).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TypeVar
 
 import httpx
@@ -374,3 +376,23 @@ class TutorialStackManager:
 def ports_free(*ports: int) -> bool:
     """True when nothing listens on any of the ports."""
     return not any(port_is_listening(port) for port in ports)
+
+
+def import_stage(path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> ModuleType:
+    """Import a stage's definitions file as `dagster dev -f` would, with the tutorial's variables pointing
+    into `tmp_path` (so the snapshot of Airflow goes to a `DAGSTER_HOME` of its own, not the running demo's)
+    and `env` set as well (the Airflow URL and login, for a stage that reads Airflow when it loads)."""
+    for name, value in {
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "TUTORIAL_EXAMPLE_DIR": str(EXAMPLE_DIR),
+        "TUTORIAL_OUTPUT_DIR": str(tmp_path / "out"),
+        **env,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TUTORIAL_DBT_PROJECT_DIR", raising=False)
+    spec = importlib.util.spec_from_file_location(f"tutorial_stage_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module

@@ -24,9 +24,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import httpx
 import pytest
 
 from dagster_airpeer.in_airflow.naming import PROXIED_OPERATOR_SUFFIX
 from devtools.airflow_stack import AirflowStack, AirflowStackError, free_port
+from devtools.dagster_dev import DagsterDevError, dagster_dev
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -184,64 +181,6 @@ class E2E:
         _wait_for(lambda: self.sensor_ticks() >= ticks + 2, "two more sensor ticks")
 
 
-def _start_dagster(tmp: Path, airflow: AirflowStack, port: int, release: Path) -> subprocess.Popen[bytes]:
-    home = tmp / "dagster_home"
-    home.mkdir()
-    # The daemon dequeues launched runs every second (default 5 s): each proxied task waits on it.
-    (home / "dagster.yaml").write_text(
-        "telemetry:\n  enabled: false\nrun_coordinator:\n  module: dagster._core.run_coordinator\n"
-        "  class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n"
-    )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-        "DAGSTER_HOME": str(home),
-        "PYTHONPATH": str(ROOT / "src"),
-        "AIRPEER_TEST_AIRFLOW_URL": airflow.url,
-        "AIRPEER_TEST_AIRFLOW_USER": airflow.username,
-        "AIRPEER_TEST_AIRFLOW_PASSWORD": airflow.password,
-        "AIRPEER_TEST_RELEASE": str(release),
-    }
-    # A copy: every Dagster run loads the code location again, and must not see an edit made meanwhile.
-    defs = shutil.copy(HERE / "e2e_defs.py", tmp / "e2e_defs.py")
-    dagster = Path(sys.executable).parent / "dagster"
-    return subprocess.Popen(
-        [str(dagster), "dev", "-f", str(defs), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=tmp,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp / "dagster.log").open("w"),
-    )
-
-
-_LOCATION = (
-    "{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError { __typename } } } } }"
-)
-
-
-def _dagster_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
-    assert process.poll() is None, log.read_text()[-3000:]
-    try:
-        answer = httpx.post(f"{url}/graphql", json={"query": _LOCATION}, timeout=5)
-    except httpx.TransportError:
-        return False
-    if answer.status_code != 200:
-        return False
-    entries = answer.json()["data"]["workspaceOrError"]["locationEntries"]
-    kinds = [(e["locationOrLoadError"] or {}).get("__typename") for e in entries]
-    assert "PythonError" not in kinds, log.read_text()[-3000:]
-    return kinds == ["RepositoryLocation"]
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 INITIAL_STATE = {
     STEPS: "tasks:\n  - id: extract\n    proxied: false\n  - id: load\n    proxied: false\n",
     RETRY: "proxied: true\n",
@@ -288,14 +227,23 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     except AirflowStackError as exc:
         airflow.stop()
         pytest.fail(f"Airflow {airflow.version_label} did not start: {exc}", pytrace=False)
-    log = tmp / "dagster.log"
-    process = _start_dagster(tmp, airflow, dagster_port, release)
+    # A copy: every Dagster run loads the code location again, and must not see an edit made meanwhile.
+    defs = Path(shutil.copy(HERE / "e2e_defs.py", tmp / "e2e_defs.py"))
+    env = {
+        "AIRPEER_TEST_AIRFLOW_URL": airflow.url,
+        "AIRPEER_TEST_AIRFLOW_USER": airflow.username,
+        "AIRPEER_TEST_AIRFLOW_PASSWORD": airflow.password,
+        "AIRPEER_TEST_RELEASE": str(release),
+    }
     try:
-        _wait_for(lambda: _dagster_ready(dagster_url, process, log), "dagster dev to load the code location")
-        with dg.DagsterInstance.from_config(str(tmp / "dagster_home")) as instance:
-            yield E2E(airflow, dagster_url, instance, state, release, log)
+        with (
+            dagster_dev(tmp, defs, env, port=dagster_port, timeout=TIMEOUT) as dev,
+            dg.DagsterInstance.from_config(str(dev.home)) as instance,
+        ):
+            yield E2E(airflow, dev.url, instance, state, release, dev.log)
+    except DagsterDevError as exc:
+        pytest.fail(str(exc), pytrace=False)
     finally:
-        _stop(process)
         airflow.stop()
 
 

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +18,7 @@ import httpx
 import pytest
 
 from dagster_airpeer.in_airflow import client as c
-from devtools.airflow_stack import free_port
+from devtools.dagster_dev import dagster_dev
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -66,41 +63,8 @@ DEFS = textwrap.dedent(
 def dagster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("dagster")
     (tmp / "defs.py").write_text(DEFS)
-    home = tmp / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(ROOT / "src")}
-    dagster = Path(sys.executable).parent / "dagster"
-    process = subprocess.Popen(
-        [str(dagster), "dev", "-f", str(tmp / "defs.py"), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=tmp,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp / "dagster.log").open("w"),
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (tmp / "dagster.log").read_text()[-3000:]
-            try:
-                answer = httpx.post(f"{url}/graphql", json={"query": "{ version }"}, timeout=2)
-                if answer.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "dagster dev did not start"
-            time.sleep(0.25)  # polling readiness, not waiting a fixed time for an effect
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with dagster_dev(tmp, tmp / "defs.py", dequeue_interval_seconds=None, timeout=120) as dev:
+        yield dev.url
 
 
 def _proxy(url: str, task: c.ProxyTask) -> c.DagsterRunProxy:
