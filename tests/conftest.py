@@ -29,6 +29,7 @@ goes to ``af3`` and starts a second Airflow 2.11 on that worker: give it a dedic
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -160,3 +161,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = _xdist_group(item, names)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+#: Node ids of tests on a shared stack look like this (``airflow`` is parametrized af3/af2).
+_GROUPED_ID = re.compile(r"\[(?:[^\]]*-)?af[23](?:-[^\]]*)?\]$")
+
+
+class _GroupsCheck:
+    """Stops a ``--dist loadgroup`` run whose groups do not take effect (see the hook's docstring)."""
+
+    @pytest.hookimpl
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """On the controller, once a worker has collected: stop if the ``@group`` suffixes are missing.
+
+        pytest-xdist's loadgroup tells its scheduler an item's group by appending ``@group`` to the node id.
+        When a pytest release changes how node ids are stored, that silently stops working
+        (pytest-dev/pytest-xdist#1386, pytest 9.2): every worker then starts its own shared Airflow stacks,
+        the suite takes twice as long and the stacks starve each other.
+        """
+        # Some tests have af3/af2 ids of their own and no group: a working loadgroup marks the others.
+        lost = [i for i in ids if _GROUPED_ID.search(i)]
+        if lost and not any("@" in i for i in ids):
+            pytest.exit(
+                f"pytest-xdist's --dist loadgroup did not group {len(lost)} tests (first: {lost[0]}) under "
+                f"pytest {pytest.__version__}: each worker would start its own Airflow stacks. Install the "
+                "pytest that pyproject.toml's `test` extra allows (`make install`), or run with "
+                "PYTEST_WORKERS=0.",
+                returncode=pytest.ExitCode.USAGE_ERROR,
+            )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On the controller of a ``--dist loadgroup`` run, check that the groups take effect."""
+    if config.pluginmanager.hasplugin("xdist") and config.getoption("dist", None) == "loadgroup":
+        config.pluginmanager.register(_GroupsCheck(), "airpeer-xdist-groups-check")
