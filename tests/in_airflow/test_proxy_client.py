@@ -332,7 +332,8 @@ def test_missing_job_names_the_task_and_what_to_add() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "match"), [(401, "auth headers"), (403, "auth headers"), (404, "webserver")]
+    ("status", "match"),
+    [(401, "auth headers"), (403, "auth headers"), (404, "webserver"), (405, "webserver")],
 )
 def test_wrong_token_or_url_is_one_clear_refusal(status: int, match: str) -> None:
     fake, clock = FakeDagster(outages=[status]), Clock()

@@ -8,9 +8,15 @@ task's own `execute`, so the operator's context handling meets real Dagster too.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import subprocess
+import tempfile
 import textwrap
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,12 +24,15 @@ import httpx
 import pytest
 
 from dagster_airpeer.in_airflow import client as c
-from devtools.dagster_dev import dagster_dev
+from devtools.airflow_stack import free_port, listening_sockets, session_pids
+from devtools.dagster_dev import DagsterDev, dagster_dev
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW2_PYTHON = ROOT / ".venvs" / "airflow2" / "bin" / "python"
+#: The `slow` asset ends once this file exists (one per test session: xdist workers do not share it).
+SLOW_DONE = Path(tempfile.gettempdir()) / f"airpeer-slow-done-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 DEFS = textwrap.dedent(
     """
@@ -43,15 +52,24 @@ DEFS = textwrap.dedent(
     def broken() -> None:
         raise ValueError("row 7 has no customer id")
 
+    @dg.asset
+    def slow() -> None:
+        import os, time
+        # Long enough for the test to stop the webserver while the proxy waits; the test's flag file ends it.
+        deadline = time.monotonic() + 120
+        while not os.path.exists(os.environ["AIRPEER_TEST_SLOW_DONE"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
     mappings = ObservedMappings(
         instance_name="af",
         keys_by_task={
             ("airpeer_proxied", "load"): (dg.AssetKey("loaded"),),
             ("rebuild", "broken_task"): (dg.AssetKey("broken"),),
+            ("airpeer_proxied", "slow"): (dg.AssetKey("slow"),),
         },
     )
     def _defs() -> dg.Definitions:
-        user = dg.Definitions(assets=[loaded, broken], asset_checks=[loaded_ok])
+        user = dg.Definitions(assets=[loaded, broken, slow], asset_checks=[loaded_ok])
         return dg.Definitions.merge(user, dg.Definitions(jobs=proxy_jobs(mappings, user)))
 
     defs = _defs()
@@ -60,11 +78,17 @@ DEFS = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def dagster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def live_dagster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
     tmp = tmp_path_factory.mktemp("dagster")
     (tmp / "defs.py").write_text(DEFS)
-    with dagster_dev(tmp, tmp / "defs.py", dequeue_interval_seconds=None, timeout=120) as dev:
-        yield dev.url
+    env = {"AIRPEER_TEST_SLOW_DONE": str(SLOW_DONE)}
+    with dagster_dev(tmp, tmp / "defs.py", env, dequeue_interval_seconds=None, timeout=120) as dev:
+        yield dev
+
+
+@pytest.fixture(scope="module")
+def dagster_url(live_dagster: DagsterDev) -> str:
+    return live_dagster.url
 
 
 def _proxy(url: str, task: c.ProxyTask) -> c.DagsterRunProxy:
@@ -96,6 +120,87 @@ def test_a_task_without_a_job_names_what_is_missing(dagster_url: str) -> None:
     task = c.ProxyTask("af", "rebuild", "manual__1", "not_mapped", 1)
     with pytest.raises(c.DagsterJobNotFoundError, match="proxy_jobs"):
         _proxy(dagster_url, task).run()
+
+
+def _runs_tagged(url: str, task: c.ProxyTask) -> list[str]:
+    tags = [
+        {"key": "airpeer/dag_id", "value": task.dag_id},
+        {"key": "airpeer/run_id", "value": task.run_id},
+        {"key": "airpeer/task_id", "value": task.task_id},
+    ]
+    query = "query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) { ... on Runs { results { runId } } } }"
+    answer = httpx.post(f"{url}/graphql", json={"query": query, "variables": {"tags": tags}}, timeout=10)
+    return [r["runId"] for r in answer.json()["data"]["runsOrError"]["results"]]
+
+
+def test_nothing_listening_at_the_url_fails_as_unreachable(dagster_url: str) -> None:
+    task = c.ProxyTask("af", "airpeer_proxied", "manual__closed_port", "load", 1)
+    closed = f"http://127.0.0.1:{free_port()}"
+    client = c.DagsterGraphQLClient(closed, max_retries=2, initial_backoff=0.1, max_backoff=0.2)
+    proxy = c.DagsterRunProxy(client, task, poll_initial=0.25, poll_max=1.0, deadline_seconds=30)
+    with pytest.raises(c.DagsterUnreachableError, match=rf"Dagster at {closed} did not answer: ConnectError"):
+        proxy.run()
+    assert _runs_tagged(dagster_url, task) == []  # and the real Dagster was never asked
+
+
+def test_a_url_that_is_not_the_webservers_root_is_named(dagster_url: str) -> None:
+    task = c.ProxyTask("af", "airpeer_proxied", "manual__wrong_path", "load", 1)
+    wrong = f"{dagster_url}/runs"  # a page of the UI, not the webserver's base URL
+    client = c.DagsterGraphQLClient(wrong, max_retries=1, initial_backoff=0.1, max_backoff=0.2)
+    proxy = c.DagsterRunProxy(client, task, poll_initial=0.25, poll_max=1.0, deadline_seconds=30)
+    with pytest.raises(c.DagsterRequestError, match=rf"is {wrong} the Dagster webserver"):
+        proxy.run()
+    assert _runs_tagged(dagster_url, task) == []
+
+
+def _webserver_pid(dev: DagsterDev) -> int:
+    """The pid of the process of `dagster dev`'s session listening on the webserver's port."""
+    port = int(dev.url.rsplit(":", 1)[1])
+    pids = [
+        pid for pid in session_pids([dev.process.pid]) if any(p == port for _, p in listening_sockets([pid]))
+    ]
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+def test_the_webserver_stopped_while_the_task_waits_then_back(
+    live_dagster: DagsterDev, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGSTOP freezes the real webserver (requests time out) while the daemon and the run go on."""
+    dagster_url = live_dagster.url
+    caplog.set_level(logging.WARNING)
+    SLOW_DONE.unlink(missing_ok=True)
+    task = c.ProxyTask("af", "airpeer_proxied", "manual__frozen_webserver", "slow", 1)
+    client = c.DagsterGraphQLClient(
+        dagster_url, timeout=1.0, max_retries=1, initial_backoff=0.1, max_backoff=0.5
+    )
+    proxy = c.DagsterRunProxy(client, task, poll_initial=0.25, poll_max=0.5, deadline_seconds=120)
+    result: dict[str, object] = {}
+    waiting = threading.Thread(target=lambda: result.update(run_id=proxy.run()), daemon=True)
+    waiting.start()
+    deadline = time.monotonic() + 60
+    while not _runs_tagged(dagster_url, task):
+        assert time.monotonic() < deadline, "the proxy launched no run"
+        time.sleep(0.25)
+    webserver = _webserver_pid(live_dagster)
+    os.kill(webserver, signal.SIGSTOP)
+    try:
+        frozen_until = time.monotonic() + 6  # several of the proxy's polls time out meanwhile
+        while time.monotonic() < frozen_until:
+            assert waiting.is_alive(), result
+            time.sleep(0.25)
+        SLOW_DONE.touch()  # the run ends while the webserver cannot tell anyone
+    finally:
+        os.kill(webserver, signal.SIGCONT)
+    waiting.join(timeout=90)
+    assert not waiting.is_alive(), "the proxy did not finish after the webserver came back"
+    try:
+        assert result["run_id"] == _runs_tagged(dagster_url, task)[0]
+        assert len(_runs_tagged(dagster_url, task)) == 1
+        frozen = [r.getMessage() for r in caplog.records if "did not answer while waiting" in r.getMessage()]
+        assert frozen and all("ReadTimeout" in m for m in frozen), frozen
+    finally:
+        SLOW_DONE.unlink(missing_ok=True)
 
 
 EXECUTE = textwrap.dedent(

@@ -130,9 +130,11 @@ class DagsterGraphQLClient:
                 f"Dagster at {self.url} refused the request (HTTP {response.status_code}): check the auth "
                 "headers (for Dagster+, a `Dagster-Cloud-Api-Token` of an agent or user token)."
             )
-        if response.status_code == 404:
+        # 405: the webserver serves its UI's pages under any other path, and they refuse a POST.
+        if response.status_code in (404, 405):
             raise DagsterRequestError(
-                f"{self.url}/graphql answered 404: is {self.url} the Dagster webserver (or Dagster+ deployment) URL?"
+                f"{self.url}/graphql answered {response.status_code}: is {self.url} the Dagster webserver "
+                "(or Dagster+ deployment) URL?"
             )
         if response.status_code >= 400:
             raise DagsterRequestError(
