@@ -61,6 +61,9 @@ class FakeDagster:
     lose_launch_answers: int = 0
     #: runs that Dagster retries when they fail (tagged dagster/will_retry, a child run with their tags).
     dagster_retries: set[str] = field(default_factory=set)
+    #: a run whose launch answer was lost stays out of this many run listings (the webserver still creating it).
+    hide_lost_runs_for: int = 0
+    hidden: dict[str, int] = field(default_factory=dict)
 
     def add_run(self, status: str, tags: dict[str, str]) -> str:
         run_id = f"run{len(self.runs) + 1}"
@@ -86,7 +89,9 @@ class FakeDagster:
         self.requests.append(op)
         data: dict[str, Any]
         if op in ("AirpeerProxyFind", "AirpeerProxyRuns"):
-            data = {"runsOrError": {"__typename": "Runs", "results": self._runs_with(variables["tags"])}}
+            results = [r for r in self._runs_with(variables["tags"]) if self.hidden.get(r["runId"], 0) <= 0]
+            self.hidden = {run_id: left - 1 for run_id, left in self.hidden.items()}
+            data = {"runsOrError": {"__typename": "Runs", "results": results}}
             if op == "AirpeerProxyFind":
                 data["workspaceOrError"] = {
                     "__typename": "Workspace",
@@ -117,6 +122,8 @@ class FakeDagster:
             run_id = self.add_run("QUEUED", tags)
             if self.lose_launch_answers:
                 self.lose_launch_answers -= 1
+                if self.hide_lost_runs_for:
+                    self.hidden[run_id] = self.hide_lost_runs_for
                 raise httpx.ReadError("connection reset", request=request)
             data = {
                 "launchRun": {"__typename": "LaunchRunSuccess", "run": {"runId": run_id, "status": "QUEUED"}}
@@ -321,6 +328,62 @@ def test_a_lost_launch_answer_attaches_to_the_run_it_created_instead_of_launchin
     fake, clock = FakeDagster(lose_launch_answers=1), Clock()
     assert _proxy(fake, clock).run() == "run1"
     assert len(fake.launches) == 1 and len(fake.runs) == 1
+
+
+def test_a_lost_launch_whose_run_shows_up_late_is_not_launched_again() -> None:
+    # The client gave up on the answer while the webserver was still creating the run (seen on a loaded
+    # machine against a real dagster dev): the first listings do not show it yet.
+    fake, clock = FakeDagster(lose_launch_answers=1, hide_lost_runs_for=3), Clock()
+    assert _proxy(fake, clock).run() == "run1"
+    assert len(fake.launches) == 1 and fake.terminated == []
+
+
+def test_a_lost_launch_that_created_nothing_is_launched_again_after_the_settle_time() -> None:
+    fake, clock = FakeDagster(), Clock()
+    original = fake.handler
+    launches = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if b"AirpeerProxyLaunch(" in request.content:
+            launches["n"] += 1
+            if launches["n"] == 1:  # the connection broke before the webserver created anything
+                raise httpx.ReadError("connection reset", request=request)
+        return original(request)
+
+    proxy = _proxy(fake, clock, launch_settle_seconds=20)
+    proxy.client._http._transport = httpx.MockTransport(handler)  # type: ignore[attr-defined]
+    started = clock.now
+    assert proxy.run() == "run1"
+    assert launches["n"] == 2 and len(fake.runs) == 1
+    assert clock.now - started >= 20  # "no run" counted only from a listing 20 s after the lost launch
+
+
+def test_a_lost_launch_seen_only_after_the_relaunch_leaves_one_run() -> None:
+    # Hidden past the settle time: the proxy launches again, then sees two runs of this try, keeps the
+    # oldest and terminates the other, so one run materializes the assets.
+    fake, clock = FakeDagster(lose_launch_answers=1, hide_lost_runs_for=1), Clock()
+    proxy = _proxy(fake, clock, launch_settle_seconds=1)
+    assert proxy.run() == "run1"
+    assert len(fake.launches) == 2 and fake.terminated == ["run2"]
+    assert fake.runs["run2"]["status"] == "CANCELED"
+
+
+def test_dagster_unreachable_after_a_lost_launch_does_not_launch_blindly() -> None:
+    # Every listing refused for a while after the lost answer: the proxy keeps asking, it does not relaunch.
+    fake, clock = FakeDagster(lose_launch_answers=1), Clock()
+    original = fake.handler
+    refused = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if b"AirpeerProxyRuns(" in request.content and refused["n"] < 8:
+            refused["n"] += 1
+            raise httpx.ConnectError("refused", request=request)
+        return original(request)
+
+    proxy = _proxy(fake, clock)
+    proxy.client._http._transport = httpx.MockTransport(handler)  # type: ignore[attr-defined]
+    assert proxy.run() == "run1"
+    assert len(fake.launches) == 1 and refused["n"] == 8
 
 
 def test_missing_job_names_the_task_and_what_to_add() -> None:

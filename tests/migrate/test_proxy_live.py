@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -151,6 +152,28 @@ def test_a_url_that_is_not_the_webservers_root_is_named(dagster_url: str) -> Non
     with pytest.raises(c.DagsterRequestError, match=rf"is {wrong} the Dagster webserver"):
         proxy.run()
     assert _runs_tagged(dagster_url, task) == []
+
+
+def test_a_launch_whose_answer_is_lost_creates_one_run(dagster_url: str) -> None:
+    """The real webserver gets the launch and creates the run, but the client stops waiting for the answer
+    (a read timeout of 1 ms on that one request, as a loaded machine caused with the 1 s timeout below)."""
+    task = c.ProxyTask("af", "airpeer_proxied", "manual__lost_launch", "load", 1)
+    client = c.DagsterGraphQLClient(dagster_url)
+    post = client._http.post
+    lost: list[str] = []
+
+    def impatient(url: str, **kwargs: Any) -> httpx.Response:
+        if "AirpeerProxyLaunch(" in kwargs["json"]["query"] and not lost:
+            lost.append(url)
+            return post(url, timeout=httpx.Timeout(10.0, read=0.001), **kwargs)
+        return post(url, **kwargs)
+
+    client._http.post = impatient  # type: ignore[method-assign]
+    proxy = c.DagsterRunProxy(
+        client, task, poll_initial=0.25, poll_max=1.0, deadline_seconds=180, launch_settle_seconds=5
+    )
+    run_id = proxy.run()
+    assert lost and _runs_tagged(dagster_url, task) == [run_id]
 
 
 def _webserver_pid(dev: DagsterDev) -> int:

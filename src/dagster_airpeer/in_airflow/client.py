@@ -355,6 +355,8 @@ class DagsterRunProxy:
 
     `deadline_seconds` bounds the whole wait; polls start at `poll_initial` seconds and double up to `poll_max`.
     `location_name`/`repository_name` skip the job lookup when the code location is known.
+    `launch_settle_seconds`: after a launch whose answer was lost, how long after sending it an answer of "no
+    run of this try" must come before the proxy launches again (the webserver may still be creating the run).
     """
 
     def __init__(
@@ -368,6 +370,7 @@ class DagsterRunProxy:
         deadline_seconds: float = 24 * 3600.0,
         poll_initial: float = 1.0,
         poll_max: float = 15.0,
+        launch_settle_seconds: float = 30.0,
         logger: TaskLog | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -379,6 +382,7 @@ class DagsterRunProxy:
         self.asset_selection = [list(k) for k in asset_selection] if asset_selection is not None else None
         self.poll_initial = poll_initial
         self.poll_max = poll_max
+        self.launch_settle_seconds = launch_settle_seconds
         self.log: TaskLog = logger or log
         self._sleep = sleep
         self._clock = clock
@@ -504,27 +508,26 @@ class DagsterRunProxy:
             selector["assetSelection"] = [{"path": key} for key in self.asset_selection]
         params = {"selector": selector, "executionMetadata": {"tags": self._run_tags(job)}}
         try_tags = [*self.task.match_tags(), {"key": TRY_NUMBER_TAG, "value": str(self.task.try_number)}]
-        backoff = self.poll_initial
+        ambiguous = False
         while True:
+            started = self._clock()
             try:
                 # Not retried blindly: a launch whose answer was lost may have created the run.
                 data = self.client.execute(LAUNCH_MUTATION, {"executionParams": params}, retry=False)
             except DagsterUnreachableError as exc:
                 self._check_deadline(f"launching job {self.task.job_name!r}: {exc}")
                 self.log.warning("Launching the Dagster run failed (%s); checking whether it started", exc)
-                self._sleep(backoff)
-                backoff = min(backoff * 2, self.poll_max)
-                try:
-                    runs = self.client.execute(RUNS_QUERY, {"tags": try_tags}, deadline=self._deadline)
-                except DagsterUnreachableError:
-                    continue
-                results = _ok(runs["runsOrError"], "Runs", "list runs")["results"]
-                if results:
-                    return str(results[0]["runId"])
+                ambiguous = True
+                found = self._launched_meanwhile(try_tags, started)
+                if found is not None:
+                    return found
                 continue
             result = data["launchRun"]
             if result.get("__typename") == "LaunchRunSuccess":
                 run_id = str(result["run"]["runId"])
+                if ambiguous:
+                    # An earlier launch whose answer was lost may have created a run after all: keep one.
+                    run_id = self._keep_one(try_tags, run_id)
                 self.log.info(
                     "Launched Dagster run %s of job %s: %s", run_id, self.task.job_name, self.run_url(run_id)
                 )
@@ -536,6 +539,50 @@ class DagsterRunProxy:
             raise DagsterRequestError(
                 f"Dagster refused to launch job {self.task.job_name!r}: {result.get('__typename')}: {message}"
             )
+
+    def _runs_of_this_try(self, try_tags: list[dict[str, str]]) -> list[str] | None:
+        """The ids of the runs tagged with this task try, oldest first; None when Dagster did not answer."""
+        try:
+            runs = self.client.execute(RUNS_QUERY, {"tags": try_tags}, deadline=self._deadline)
+        except DagsterUnreachableError:
+            return None
+        results = _ok(runs["runsOrError"], "Runs", "list runs")["results"]
+        return [str(r["runId"]) for r in reversed(results)]  # Dagster lists runs newest first
+
+    def _launched_meanwhile(self, try_tags: list[dict[str, str]], started: float) -> str | None:
+        """After a launch whose answer was lost: the run it created, or None once it surely created none.
+
+        The webserver may still be creating the run when the client gives up on its answer, so "no run" counts
+        only from an answer received `launch_settle_seconds` after that launch was sent; until then, and
+        while Dagster does not answer at all, the proxy keeps looking (up to its deadline) instead of
+        launching a second run.
+        """
+        backoff = self.poll_initial
+        while True:
+            self._sleep(backoff)
+            backoff = min(backoff * 2, self.poll_max)
+            asked = self._clock()
+            runs = self._runs_of_this_try(try_tags)
+            if runs:
+                return runs[0]
+            if runs is not None and asked - started >= self.launch_settle_seconds:
+                return None
+            self._check_deadline(f"checking whether job {self.task.job_name!r} was launched")
+
+    def _keep_one(self, try_tags: list[dict[str, str]], launched: str) -> str:
+        """The oldest run of this try; any other (a launch thought lost that did create a run) is terminated."""
+        runs = self._runs_of_this_try(try_tags) or [launched]
+        keep = runs[0]
+        for extra in runs[1:]:
+            self.log.warning(
+                "This task try has two Dagster runs (a launch whose answer was lost did create one): "
+                "terminating %s (%s), following %s",
+                extra,
+                self.run_url(extra),
+                keep,
+            )
+            self._terminate_run(extra)
+        return keep
 
     def _check_deadline(self, doing: str) -> None:
         if self._clock() >= self._deadline:
@@ -623,6 +670,9 @@ class DagsterRunProxy:
             return
         # Once: Airflow may both raise in execute and call on_kill for the same kill.
         self._finished = True
+        self._terminate_run(run_id)
+
+    def _terminate_run(self, run_id: str) -> None:
         try:
             data = self.client.execute(TERMINATE_MUTATION, {"runId": run_id}, deadline=self._clock() + 30.0)
         except (DagsterProxyError, RuntimeError) as exc:  # RuntimeError: the client was closed already
