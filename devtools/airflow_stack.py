@@ -453,6 +453,11 @@ class AirflowStack:
         raise ValueError(f"unknown Airflow process {name!r}")
 
     def _spawn(self, name: str) -> None:
+        if name == "webserver":
+            # A webserver stopped by SIGKILL leaves its pid files. Airflow 2 and gunicorn refuse to start ("already
+            # running") when the pid in one is alive, and with pid_max at 32768 a busy machine reuses it soon.
+            for pid_file in self.home.glob("airflow-webserver*.pid"):
+                pid_file.unlink(missing_ok=True)
         log_path = self.log_dir / f"{name}.log"
         log_file = log_path.open("ab")
         log_file.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}\n".encode())
