@@ -286,12 +286,18 @@ def test_a_run_dagster_retries_is_followed_to_its_retry() -> None:
 def test_the_deadline_terminates_the_run_and_fails() -> None:
     fake, clock = FakeDagster(default_script=["STARTED"] * 10_000), Clock()
     with pytest.raises(c.DagsterDeadlineError, match="60 s") as err:
-        _proxy(fake, clock, deadline_seconds=60, poll_max=8).run()
+        _proxy(fake, clock, deadline_seconds=60, poll_max=8, poll_steady_seconds=3).run()
     assert fake.terminated == ["run1"]
     assert "http://dagster:3000/runs/run1" in str(err.value)
     assert clock.now - 1000.0 <= 60 + 1e-6
-    # Backoff: 1, 2, 4, 8, 8, ...
-    assert clock.sleeps[:5] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    # Every second for the first 3 s, then backing off: 1, 1, 1, 2, 4, 8, 8, ...
+    assert clock.sleeps[:7] == [1.0, 1.0, 1.0, 2.0, 4.0, 8.0, 8.0]
+
+
+def test_a_run_is_polled_every_second_for_its_first_minute_by_default() -> None:
+    fake, clock = FakeDagster(default_script=["STARTED"] * 100 + ["SUCCESS"]), Clock()
+    assert _proxy(fake, clock).run() == "run1"
+    assert clock.sleeps[:60] == [1.0] * 60 and clock.sleeps[60:63] == [2.0, 4.0, 8.0]
 
 
 def test_webserver_down_at_start_fails_clearly_after_the_retries() -> None:

@@ -36,7 +36,7 @@ import pytest
 
 from dagster_airpeer.in_airflow.naming import PROXIED_OPERATOR_SUFFIX
 from devtools.airflow_stack import AirflowStack, AirflowStackError, free_port
-from devtools.dagster_dev import DagsterDevError, dagster_dev
+from devtools.dagster_dev import DagsterDevError, dagster_dev, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,14 +53,10 @@ TIMEOUT = 180.0
 
 def _wait_for(predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
     """Poll until `predicate()` is truthy and return it (a bounded wait on an event, not a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.5)
+    try:
+        return wait_for(predicate, what, timeout)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 @dataclass

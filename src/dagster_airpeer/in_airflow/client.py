@@ -353,7 +353,8 @@ def _ok(field_value: Any, typename: str, what: str) -> Any:
 class DagsterRunProxy:
     """Gets the assets of one proxied Airflow task materialized by one Dagster run, and waits for it.
 
-    `deadline_seconds` bounds the whole wait; polls start at `poll_initial` seconds and double up to `poll_max`.
+    `deadline_seconds` bounds the whole wait. The run is polled every `poll_initial` seconds for its first
+    `poll_steady_seconds`, then at intervals doubling up to `poll_max`.
     `location_name`/`repository_name` skip the job lookup when the code location is known.
     `launch_settle_seconds`: after a launch whose answer was lost, how long after sending it an answer of "no
     run of this try" must come before the proxy launches again (the webserver may still be creating the run).
@@ -371,6 +372,7 @@ class DagsterRunProxy:
         poll_initial: float = 1.0,
         poll_max: float = 15.0,
         launch_settle_seconds: float = 30.0,
+        poll_steady_seconds: float = 60.0,
         logger: TaskLog | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -383,6 +385,7 @@ class DagsterRunProxy:
         self.poll_initial = poll_initial
         self.poll_max = poll_max
         self.launch_settle_seconds = launch_settle_seconds
+        self.poll_steady_seconds = poll_steady_seconds
         self.log: TaskLog = logger or log
         self._sleep = sleep
         self._clock = clock
@@ -596,6 +599,10 @@ class DagsterRunProxy:
     def _wait(self) -> str:
         assert self.run_id is not None
         interval = self.poll_initial
+        # Most proxied runs end within a minute: polled every `poll_initial` until then, their end is seen
+        # within a second, where doubling from the start (1, 2, 4, 8 s) added up to 7 s to a 5 s run
+        # (BENCHMARKS.md, proxy overhead). Longer runs back off to `poll_max`.
+        steady_until = self._clock() + self.poll_steady_seconds
         while True:
             run_id = self.run_id
             try:
@@ -626,7 +633,8 @@ class DagsterRunProxy:
                         raise DagsterRunFailedError(self._failure_message(run_id, status))
             self._check_deadline(f"waiting for Dagster run {run_id}")
             self._sleep(min(interval, max(0.0, self._deadline - self._clock())))
-            interval = min(interval * 2, self.poll_max)
+            if self._clock() >= steady_until:
+                interval = min(interval * 2, self.poll_max)
 
     def _retry_of(self, run_id: str) -> str | None:
         data = self.client.execute(
