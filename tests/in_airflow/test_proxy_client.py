@@ -374,6 +374,30 @@ def test_a_lost_launch_seen_only_after_the_relaunch_leaves_one_run() -> None:
     assert fake.runs["run2"]["status"] == "CANCELED"
 
 
+def test_a_relaunch_not_listed_yet_is_terminated_when_the_lost_one_shows() -> None:
+    # After the relaunch the listing shows the lost launch's run but not yet the new one: the new one goes.
+    fake, clock = FakeDagster(lose_launch_answers=1, hide_lost_runs_for=1), Clock()
+    original = fake.handler
+    launches = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if b"AirpeerProxyLaunch(" in request.content:
+            launches["n"] += 1
+        response = original(request)
+        if launches["n"] == 2 and b"AirpeerProxyRuns(" in request.content:
+            body = json.loads(response.content)
+            body["data"]["runsOrError"]["results"] = [
+                r for r in body["data"]["runsOrError"]["results"] if r["runId"] != "run2"
+            ]
+            return httpx.Response(200, json=body)
+        return response
+
+    proxy = _proxy(fake, clock, launch_settle_seconds=1)
+    proxy.client._http._transport = httpx.MockTransport(handler)  # type: ignore[attr-defined]
+    assert proxy.run() == "run1"
+    assert launches["n"] == 2 and fake.terminated == ["run2"]
+
+
 def test_dagster_unreachable_after_a_lost_launch_does_not_launch_blindly() -> None:
     # Every listing refused for a while after the lost answer: the proxy keeps asking, it does not relaunch.
     fake, clock = FakeDagster(lose_launch_answers=1), Clock()

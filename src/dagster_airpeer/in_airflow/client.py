@@ -574,7 +574,9 @@ class DagsterRunProxy:
 
     def _keep_one(self, try_tags: list[dict[str, str]], launched: str) -> str:
         """The oldest run of this try; any other (a launch thought lost that did create a run) is terminated."""
-        runs = self._runs_of_this_try(try_tags) or [launched]
+        runs = self._runs_of_this_try(try_tags) or []
+        if launched not in runs:  # the listing may not show the run just launched yet
+            runs.append(launched)
         keep = runs[0]
         for extra in runs[1:]:
             self.log.warning(
