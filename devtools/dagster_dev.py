@@ -20,7 +20,14 @@ import httpx
 
 from devtools.airflow_stack import ROOT, free_port
 
-__all__ = ["DagsterDev", "DagsterDevError", "dagster_dev", "stop_process_group", "wait_for"]
+__all__ = [
+    "DagsterDev",
+    "DagsterDevError",
+    "dagster_dev",
+    "init_dagster_home",
+    "stop_process_group",
+    "wait_for",
+]
 
 _LOCATION = (
     "{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError { __typename } } } } }"
@@ -56,6 +63,20 @@ def stop_process_group(process: subprocess.Popen[bytes], grace: float = 30) -> N
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def init_dagster_home(home: Path) -> None:
+    """Create the SQLite storages of the DAGSTER_HOME `home` (its dagster.yaml written) in this process.
+
+    Call it before any Dagster process starts on a new home. The first process to open a storage creates it,
+    and a `dagster-daemon` and its code server opening a new home at the same moment can both stamp the
+    schedule database's `alembic_version`; from then on every process fails with "Version table
+    'alembic_version' has more than one head present" (seen in CI, in a daemon test on a loaded machine).
+    """
+    import dagster as dg  # here, not at the top: the Airflow helpers of devtools need no Dagster
+
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
 
 
 class DagsterDev:
@@ -114,6 +135,7 @@ def dagster_dev(
             f"  config:\n    dequeue_interval_seconds: {dequeue_interval_seconds}\n"
         )
     (home / "dagster.yaml").write_text(config)
+    init_dagster_home(home)
     full_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
         "DAGSTER_HOME": str(home),

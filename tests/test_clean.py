@@ -26,6 +26,7 @@ from dagster_airpeer.observe.events import TASK_STATUS_CHECK_NAME
 from dagster_airpeer.registry import DagAssets, PeeredInstance, SharedAsset, assets_to_wipe
 from dagster_airpeer.sensor import SensorCursor
 from dagster_airpeer.snapshot import fetch_snapshot, snapshot_path, store_snapshot
+from devtools.dagster_dev import init_dagster_home
 
 DEFS_DIR = Path(__file__).parent / "defs"
 DEFS = DEFS_DIR / "clean_peer.py"
@@ -60,6 +61,7 @@ def _home(tmp_path: Path) -> Path:
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    init_dagster_home(home)  # before a daemon and its code server race to create it
     return home
 
 

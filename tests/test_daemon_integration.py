@@ -16,6 +16,7 @@ import dagster as dg
 import pytest
 
 from dagster_airpeer import RUN_STATUS_CHECK_NAME, AirflowBasicAuthBackend, AirflowInstance
+from devtools.dagster_dev import init_dagster_home
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +35,7 @@ class Daemon:
         self.log = (tmp_path / "daemon.log").open("a")
 
     def start(self) -> None:
+        init_dagster_home(self.home)  # before the daemon and its code server race to create it
         self.proc = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "dagster-daemon"),

@@ -30,6 +30,7 @@ import dagster as dg
 import httpx
 import pytest
 
+from devtools.dagster_dev import init_dagster_home
 from reliability import oracle
 from reliability.fake_airflow import FakeAirflow
 from reliability.harness import drain, peer_fake
@@ -81,6 +82,7 @@ def test_replayed_tick_skips_what_the_crashed_tick_stored(
 def _daemon(
     home: Path, workspace: Path, stack: Any, log: Path, extra_env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
+    init_dagster_home(home)  # before the daemon and its code server race to create it (idempotent)
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),

@@ -45,6 +45,7 @@ from devtools.airflow_stack import (  # noqa: E402
     port_is_listening,
     session_pids,
 )
+from devtools.dagster_dev import init_dagster_home  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dagster_status import DagsterStatus  # noqa: E402
@@ -122,9 +123,11 @@ class Progress:
 
 
 def write_dagster_yaml(dagster_home: Path) -> None:
-    """Make DAGSTER_HOME with telemetry off (no network here, and a demo should not phone home)."""
+    """Make DAGSTER_HOME with telemetry off (no network here, and a demo should not phone home), and its
+    storages: on a new home, `dagster dev`'s daemon and code server could race to create them."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    init_dagster_home(dagster_home)
 
 
 class DagsterDev:
