@@ -96,11 +96,33 @@ def _assert_clean(artefacts: dict[str, str], secrets: dict[str, str]) -> None:
     assert not leaks, leaks
 
 
+class _SetCookies(httpx.BaseTransport):
+    """Records every cookie value the server hands out (Set-Cookie), so that each one, not only the session
+    the client holds at the end, is looked for in the artefacts. On a loaded machine the 2.11 webserver may
+    answer a session request with a 500, and the client then drops that session and goes back to basic auth."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.values: dict[str, str] = {}
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        for header in response.headers.get_list("set-cookie"):
+            name, _, value = header.split(";", 1)[0].partition("=")
+            if len(value) >= 8:
+                self.values[f"{name.strip()} #{len(self.values)}"] = value.strip()
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def _exercise(
     stack: Any, username: str, password: str, tmp_path: Path, debug_log: Path
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Load, tick, force a login mid-flow, run DAGs, fail to log in, fail to connect; collect artefacts."""
-    revoking = RevokingTransport(network_transport())
+    handed_out = _SetCookies(network_transport())
+    revoking = RevokingTransport(handed_out)
     revoke = Fault("hook", hook=revoking.revoke_current)
     transport = FaultTransport(revoking, {2: revoke})
     snapshots = tmp_path / "snap"
@@ -134,7 +156,8 @@ def _exercise(
         tokens = {"jwt": getattr(backend, "_token", None) or ""}
         tokens.update({f"revoked jwt {i}": t for i, t in enumerate(sorted(revoking.revoked))})
         cookies = getattr(backend, "_cookies", {}) or {}
-        tokens.update({f"cookie {k}": v for k, v in cookies.items() if len(v) >= 8})
+        tokens.update({f"cookie {k} (held)": v for k, v in cookies.items() if len(v) >= 8})
+        tokens.update({f"cookie {k}": v for k, v in handed_out.values.items()})
         assert len(errors) == 2
         events = recorded_events(instance)
         artefacts = {
