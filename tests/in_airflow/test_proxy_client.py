@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -165,11 +166,18 @@ class FakeDagster:
         return httpx.Response(200, json={"data": data})
 
 
-def _proxy(fake: FakeDagster, clock: Clock, task: c.ProxyTask = TASK, **kwargs: Any) -> c.DagsterRunProxy:
+def _proxy(
+    fake: FakeDagster,
+    clock: Clock,
+    task: c.ProxyTask = TASK,
+    handler: Callable[[httpx.Request], httpx.Response] | None = None,
+    **kwargs: Any,
+) -> c.DagsterRunProxy:
+    """A proxy talking to `fake`, or to `handler` (which wraps `fake.handler` to script a fault)."""
     client = c.DagsterGraphQLClient(
         "http://dagster:3000",
         {"Dagster-Cloud-Api-Token": "tok"},
-        transport=httpx.MockTransport(fake.handler),
+        transport=httpx.MockTransport(handler or fake.handler),
         sleep=clock.sleep,
         initial_backoff=0.1,
     )
@@ -315,7 +323,6 @@ def test_transient_errors_are_retried_with_backoff() -> None:
 
 def test_webserver_down_while_waiting_keeps_waiting_for_the_run() -> None:
     fake, clock = FakeDagster(), Clock()
-    proxy = _proxy(fake, clock)
     original = fake.handler
     polls = {"n": 0}
 
@@ -325,7 +332,7 @@ def test_webserver_down_while_waiting_keeps_waiting_for_the_run() -> None:
             raise httpx.ConnectError("refused", request=request)
         return original(request)
 
-    proxy.client._http._transport = httpx.MockTransport(handler)  # type: ignore[attr-defined]
+    proxy = _proxy(fake, clock, handler=handler)
     assert proxy.run() == "run1"
     assert polls["n"] == 12
 
@@ -356,8 +363,7 @@ def test_a_lost_launch_that_created_nothing_is_launched_again_after_the_settle_t
                 raise httpx.ReadError("connection reset", request=request)
         return original(request)
 
-    proxy = _proxy(fake, clock, launch_settle_seconds=20)
-    proxy.client._http._transport = httpx.MockTransport(handler)  # type: ignore[attr-defined]
+    proxy = _proxy(fake, clock, handler=handler, launch_settle_seconds=20)
     started = clock.now
     assert proxy.run() == "run1"
     assert launches["n"] == 2 and len(fake.runs) == 1
@@ -392,8 +398,7 @@ def test_a_relaunch_not_listed_yet_is_terminated_when_the_lost_one_shows() -> No
             return httpx.Response(200, json=body)
         return response
 
-    proxy = _proxy(fake, clock, launch_settle_seconds=1)
-    proxy.client._http._transport = httpx.MockTransport(handler)  # type: ignore[attr-defined]
+    proxy = _proxy(fake, clock, handler=handler, launch_settle_seconds=1)
     assert proxy.run() == "run1"
     assert launches["n"] == 2 and fake.terminated == ["run2"]
 
@@ -410,8 +415,7 @@ def test_dagster_unreachable_after_a_lost_launch_does_not_launch_blindly() -> No
             raise httpx.ConnectError("refused", request=request)
         return original(request)
 
-    proxy = _proxy(fake, clock)
-    proxy.client._http._transport = httpx.MockTransport(handler)  # type: ignore[attr-defined]
+    proxy = _proxy(fake, clock, handler=handler)
     assert proxy.run() == "run1"
     assert len(fake.launches) == 1 and refused["n"] == 8
 
