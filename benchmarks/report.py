@@ -1471,13 +1471,18 @@ _KEPT = re.compile(r"<!-- soak:start -->.*?<!-- soak:end -->", re.S)
 #: Sections other benchmark scripts write between `<!-- name:start -->` and `<!-- name:end -->` markers
 #: (benchmarks/component_loads.py, benchmarks/proxy_overhead.py); kept as they are, before the soak block.
 MARKED_SECTIONS = ("component-loads", "proxy-overhead")
-_MARKED = [re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S) for name in MARKED_SECTIONS]
 _SOAK_HEADING = "## Soak (`make soak`)"
 
 
 def marked_section_markers(name: str) -> tuple[str, str]:
     """The start and end markers of the section `name` of the report page."""
     return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+_MARKED = [
+    re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    for start, end in map(marked_section_markers, MARKED_SECTIONS)
+]
 
 
 def write_marked_section(path: Path, section: str) -> None:
