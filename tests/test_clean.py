@@ -61,7 +61,6 @@ def _home(tmp_path: Path) -> Path:
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    init_dagster_home(home)  # before a daemon and its code server race to create it
     return home
 
 
@@ -611,6 +610,7 @@ def test_clean_wipes_only_the_assets_of_the_peering(airflow: Any, tmp_path: Path
 @pytest.fixture
 def daemon(airflow: Any, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     home = _home(tmp_path)
+    init_dagster_home(home)  # before the daemon and its code server race to create it
     (tmp_path / "workspace.yaml").write_text(f"load_from:\n  - python_file: {DEFS}\n")
     log_path = tmp_path / "daemon.log"
     with log_path.open("w") as log:
